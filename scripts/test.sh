@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The whole test suite: bash scripts/test.sh [pytest arguments]
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+python3 "$root/scripts/bootstrap.py" --quiet
+# shellcheck disable=SC1091
+. "$root/env.sh"
+cd "$root"
+exec python -m pytest "$@"

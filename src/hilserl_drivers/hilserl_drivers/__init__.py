@@ -1,0 +1,1 @@
+"""Arm drivers (Dynamixel, Feetech), camera preprocessing, safety limiter and end-effector control (IK)."""

@@ -1,0 +1,1 @@
+"""Networks (encoders, actor, critics), observation spec, policy actor node, reward-classifier node and export."""

@@ -1,0 +1,1 @@
+"""MuJoCo bridge node (same topics as the real arm), task scenes, scripted expert and gymnasium bridge."""

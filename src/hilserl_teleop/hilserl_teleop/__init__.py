@@ -1,0 +1,1 @@
+"""Intervention mux, input devices, demo recorder and labelling."""
