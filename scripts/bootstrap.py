@@ -152,20 +152,25 @@ def step_ros_paths(ros_distro: str | None, quiet: bool) -> None:
     run("ros-paths", [str(VENV / "bin" / "python"), str(ROOT / "scripts" / "rewrite_ros_paths.py"), str(VENV)])
 
 
-def workspace_inputs() -> list[Path]:
-    """Files whose change needs a new colcon build (python sources are symlinked)."""
-    names = {"package.xml", "CMakeLists.txt", "setup.py", "setup.cfg", "colcon.meta"}
-    out = [ROOT / "colcon.meta"]
+def workspace_inputs() -> tuple[list[Path], list[Path]]:
+    """(build files, installed data files) of src/, launch/ and config/.
+
+    A change in a build file's content needs a new colcon build. Installed data
+    files and Python sources are symlinked (--symlink-install), so only adding,
+    removing or renaming one does.
+    """
+    build_names = {"package.xml", "CMakeLists.txt", "setup.py", "setup.cfg"}
+    build, data = [ROOT / "colcon.meta"], []
     for p in (ROOT / "src").rglob("*"):
-        if p.is_file() and (p.name in names or p.suffix in {".msg", ".srv"} or "resource" in p.parts):
-            out.append(p)
+        if not p.is_file() or "__pycache__" in p.parts or p.suffix == ".pyc":
+            continue
+        if p.name in build_names or p.suffix in {".msg", ".srv"} or "resource" in p.parts:
+            build.append(p)
+        elif "test" not in p.parts and ".egg-info" not in str(p):
+            data.append(p)
     for folder in ("launch", "config"):
-        out += [p for p in (ROOT / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts]
-    # data files installed by packages (scenes, assets): their names matter, contents are symlinked
-    for p in (ROOT / "src").rglob("*"):
-        if p.is_file() and p.suffix in {".xml", ".yaml", ".stl", ".obj", ".png", ".safetensors"}:
-            out.append(p)
-    return sorted(set(out))
+        data += [p for p in (ROOT / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    return sorted(build), sorted(data)
 
 
 def ros_environment(ros_distro: str | None) -> dict:
@@ -181,8 +186,8 @@ def ros_environment(ros_distro: str | None) -> dict:
 
 
 def step_colcon_build(stamps: dict, ros_distro: str | None, force: bool, quiet: bool) -> None:
-    files = workspace_inputs()
-    key = digest(files, extra=str([str(p.relative_to(ROOT)) for p in files]) + stamps.get("python-deps", ""))
+    build, data = workspace_inputs()
+    key = digest(build, extra=str([str(p.relative_to(ROOT)) for p in data]) + stamps.get("python-deps", ""))
     if not force and stamps.get("colcon-build") == key and (INSTALL / "setup.sh").exists():
         return
     log("colcon build (all packages)", quiet)

@@ -1,0 +1,120 @@
+"""Test helpers shared by every package's tests (ROS ones import rclpy lazily).
+
+- `wait_for(predicate, timeout)`: poll on a monotonic clock.
+- `DomainLease`: a ROS_DOMAIN_ID no other process on this machine holds, taken
+  with an exclusive file lock, so concurrent test runs never share a graph.
+- `RosHarness`: a private rclpy Context on a leased domain, with an executor
+  spinning in a daemon thread.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import random
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+LOCK_DIR = Path(tempfile.gettempdir()) / "hilserl-ros-domains"
+# 0 is everyone's default; keep clear of it. 1..100 fit the default port mapping.
+DOMAIN_IDS = range(1, 101)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.01) -> bool:
+    """True as soon as predicate() is truthy, False once timeout seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+class DomainLease:
+    """Holds an exclusive lock on one domain id until released (or the process dies)."""
+
+    def __init__(self) -> None:
+        LOCK_DIR.mkdir(parents=True, exist_ok=True)
+        ids = list(DOMAIN_IDS)
+        random.Random(os.getpid() ^ time.monotonic_ns()).shuffle(ids)
+        for domain_id in ids:
+            fd = os.open(LOCK_DIR / f"{domain_id}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self.domain_id, self._fd = domain_id, fd
+            return
+        raise RuntimeError(f"all ROS domain ids {DOMAIN_IDS.start}..{DOMAIN_IDS.stop - 1} are leased "
+                           f"(locks in {LOCK_DIR})")
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "DomainLease":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def isolated_environment(domain_id: int) -> dict[str, str]:
+    """os.environ for a child process that must stay on its own graph."""
+    return dict(os.environ, ROS_DOMAIN_ID=str(domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+
+
+class RosHarness:
+    """A private rclpy Context on its own domain, spun by a background executor."""
+
+    def __init__(self, domain_id: int) -> None:
+        import rclpy
+        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
+
+        os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+        self.domain_id = domain_id
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
+        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        self._nodes = []
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        from rclpy.executors import ExternalShutdownException
+
+        try:
+            while self.context.ok():
+                self.executor.spin_once(timeout_sec=0.05)
+        except (ExternalShutdownException, RuntimeError):
+            pass
+
+    def node(self, name: str, **kwargs):
+        """A new node in this context, already spinning."""
+        import rclpy
+
+        node = rclpy.create_node(name, context=self.context, **kwargs)
+        return self.add(node)
+
+    def add(self, node):
+        self._nodes.append(node)
+        self.executor.add_node(node)
+        return node
+
+    def shutdown(self) -> None:
+        import rclpy
+
+        for node in self._nodes:
+            self.executor.remove_node(node)
+            node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        self._thread.join(timeout=5.0)
+        self.executor.shutdown()

@@ -1,0 +1,99 @@
+"""Compositions: the description is valid, its parts exist, launch files build from it."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "launch"))
+
+import hilserl_composition as hc  # noqa: E402
+from runner import find_executable  # noqa: E402
+
+COMPOSITIONS = hc.load_compositions()
+LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.py"))
+
+
+def test_every_launch_file_has_a_composition_and_back():
+    assert sorted(p.name[: -len(".launch.py")] for p in LAUNCH_FILES) == sorted(COMPOSITIONS)
+
+
+@pytest.mark.parametrize("name", sorted(COMPOSITIONS))
+def test_nodes_resolve_to_installed_executables(name):
+    comp = COMPOSITIONS[name]
+    for node in comp.nodes:
+        path = find_executable(node.package, node.executable)
+        assert path.name == node.executable
+
+
+@pytest.mark.parametrize("name", sorted(COMPOSITIONS))
+def test_parameter_files_are_keyed_by_the_node_names(name):
+    for node in COMPOSITIONS[name].nodes:
+        for f in node.parameter_files():
+            data = yaml.safe_load(f.read_text())
+            assert node.name in data, f"{f} has no section for node {node.name}"
+            assert "ros__parameters" in data[node.name]
+
+
+def test_arguments_are_validated():
+    comp = COMPOSITIONS["train"]
+    assert comp.resolve_arguments({})["robot"] == "sim"
+    assert comp.resolve_arguments({})["discovery_range"] == "LOCALHOST"   # conftest.py pins the environment
+    with pytest.raises(hc.CompositionError, match="robot:=moon .* must be one of sim, real"):
+        comp.resolve_arguments({"robot": "moon"})
+    with pytest.raises(hc.CompositionError, match="not of the form"):
+        hc.parse_launch_arguments(["robot=sim"])
+    env = comp.environment(comp.resolve_arguments({"domain_id": "42"}))
+    assert env["ROS_DOMAIN_ID"] == "42"
+
+
+def test_node_selection_follows_when(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"demo": {
+        "arguments": {"robot": {"default": "sim", "choices": ["sim", "real"]}},
+        "nodes": [{"package": "p", "executable": "bridge", "when": {"robot": "sim"}},
+                  {"package": "p", "executable": "driver", "when": {"robot": "real"}},
+                  {"package": "p", "executable": "learner"}]}}))
+    comp = hc.load_compositions(path)["demo"]
+    pick = lambda robot: [n.name for n in comp.selected_nodes(comp.resolve_arguments({"robot": robot}))]  # noqa: E731
+    assert pick("sim") == ["bridge", "learner"]
+    assert pick("real") == ["driver", "learner"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"demo": {"nodes": []}}, "needs a non-empty 'nodes' list"),
+    ({"demo": {"nodes": [{"package": "p"}]}}, "'executable' must be a non-empty string"),
+    ({"demo": {"nodes": [{"package": "p", "executable": "e", "colour": 1}]}}, "unknown key"),
+    ({"demo": {"nodes": [{"package": "p", "executable": "e", "parameters": ["nope.yaml"]}]}}, "does not exist"),
+    ({"demo": {"nodes": [{"package": "p", "executable": "e", "when": {"robot": "sim"}}]}}, "unknown argument robot"),
+])
+def test_bad_descriptions_are_refused_with_the_place(tmp_path, bad, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(hc.CompositionError, match=message) as err:
+        hc.load_compositions(path)
+    assert str(path) in str(err.value)
+
+
+launch_ros_missing = importlib.util.find_spec("launch_ros") is None
+
+
+@pytest.mark.skipif(launch_ros_missing, reason="launch_ros is not installed (not on PyPI); the runner covers this")
+@pytest.mark.parametrize("launch_file", LAUNCH_FILES, ids=lambda p: p.name)
+def test_launch_file_builds_its_description(launch_file):
+    from launch import LaunchDescription
+    from launch_ros.actions import Node
+
+    spec = importlib.util.spec_from_file_location(launch_file.stem.replace(".", "_"), launch_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ld = module.generate_launch_description()
+    assert isinstance(ld, LaunchDescription)
+    nodes = [e for e in ld.entities if isinstance(e, Node)]
+    comp = COMPOSITIONS[launch_file.name[: -len(".launch.py")]]
+    assert len(nodes) == len(comp.nodes)
