@@ -3,7 +3,10 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python3 "$root/scripts/bootstrap.py" --quiet
+# colcon's setup scripts read unset variables: source them without -u
+set +u
 # shellcheck disable=SC1091
 . "$root/env.sh"
+set -u
 cd "$root"
 exec python -m pytest "$@"
