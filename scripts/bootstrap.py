@@ -121,10 +121,13 @@ def find_python311() -> str:
 def step_venv(ros_distro: str | None, quiet: bool) -> None:
     if (VENV / "bin" / "python").exists():
         return
-    py = find_python311()
-    cmd = [py, "-m", "venv", str(VENV)]
     if ros_distro:
-        cmd.append("--system-site-packages")  # see the sourced ROS 2's rclpy and message packages
+        # The interpreter the sourced ROS 2 was built for (e.g. 3.12 on Ubuntu 24.04), which can import rclpy.
+        py = sys.executable
+        cmd = [py, "-m", "venv", "--system-site-packages", str(VENV)]
+    else:
+        py = find_python311()  # the PyPI ROS 2 wheels are cp311
+        cmd = [py, "-m", "venv", str(VENV)]
     log(f"creating {VENV} with {py}", quiet)
     run("venv", cmd)
 
