@@ -140,7 +140,7 @@ def step_python_deps(stamps: dict, ros_distro: str | None, force: bool, quiet: b
     if not force and stamps.get("python-deps") == key:
         return
     pip = [str(VENV / "bin" / "python"), "-m", "pip"]
-    log("installing Python dependencies (pinned by constraints.txt)", quiet)
+    log("installing Python dependencies pinned by constraints.txt (2-3 minutes on a fresh machine)", quiet)
     cmd = pip + ["install", "--disable-pip-version-check", "-q", "-c", str(ROOT / "constraints.txt")]
     for r in reqs:
         cmd += ["-r", str(r)]
