@@ -1,0 +1,250 @@
+"""Image and observation encoders (PyTorch, ROS-free).
+
+Per camera: backbone (small CNN, or a ResNet-10-shaped network that can load
+frozen pretrained weights from a local safetensors file) -> learned spatial
+embeddings -> Dropout -> Linear -> LayerNorm -> tanh. A proprioception branch
+(Linear -> LayerNorm -> tanh) joins them. Images arrive as uint8 (batch, H,
+W, 3), as they sit in the replay buffer and in ROS messages; the permute to
+NCHW is free and yields a channels_last tensor, the fast conv layout on CPU.
+
+The encoder is split into ``backbone_features`` (expensive; frozen or
+trainable) and ``head`` (cheap, always trainable) so that callers can compute
+frozen backbone features once and reuse them (see hilserl_learner.rlpd).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hilserl_policy.config import EncoderConfig, ObservationSpec
+
+STATE_KEY = "state"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def feature_key(camera: str) -> str:
+    """Observation key under which cached backbone features of ``camera`` travel."""
+    return f"{camera}/features"
+
+
+def random_shift(images: torch.Tensor, pad: int) -> torch.Tensor:
+    """Shift each image by an integer offset in [-pad, pad] (edge pixels replicated).
+
+    Same result as replicate-padding by ``pad`` and cropping at a random
+    offset, done as one gather on the (batch, H, W, C) tensor in any dtype
+    (uint8 here, before the float conversion: 4x less memory traffic).
+    """
+    batch, height, width, _ = images.shape
+    offsets = torch.randint(0, 2 * pad + 1, (batch, 2)) - pad
+    rows = (torch.arange(height) + offsets[:, :1]).clamp_(0, height - 1)
+    cols = (torch.arange(width) + offsets[:, 1:]).clamp_(0, width - 1)
+    index = torch.arange(batch)[:, None, None]
+    return images[index, rows[:, :, None], cols[:, None, :]]
+
+
+class SmallCNN(nn.Module):
+    """Stride-2 3x3 conv + ReLU stack (128x128 -> 8x8 with four layers)."""
+
+    def __init__(self, channels: tuple[int, ...]):
+        super().__init__()
+        layers: list[nn.Module] = []
+        in_ch = 3
+        for out_ch in channels:
+            layers += [nn.Conv2d(in_ch, out_ch, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
+            in_ch = out_ch
+        self.net = nn.Sequential(*layers)
+        self.register_buffer("pixel_scale", torch.full((1, 3, 1, 1), 1.0 / 255.0))
+        self.register_buffer("pixel_shift", torch.full((1, 3, 1, 1), -0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block with GroupNorm (batch-independent, so deterministic per image)."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
+        self.norm1 = nn.GroupNorm(8, out_ch)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
+        self.norm2 = nn.GroupNorm(8, out_ch)
+        self.downsample = None
+        if stride != 1 or in_ch != out_ch:
+            self.downsample = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False),
+                                            nn.GroupNorm(8, out_ch))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.norm1(self.conv1(x)), inplace=True)
+        out = self.norm2(self.conv2(out))
+        skip = x if self.downsample is None else self.downsample(x)
+        return F.relu(out + skip, inplace=True)
+
+
+class ResNet10(nn.Module):
+    """ResNet-10: 7x7/2 stem, max-pool, one basic block per stage (64-128-256-512).
+
+    128x128 input -> 512 x 4 x 4 feature map, before any pooling (the spatial
+    embeddings do the pooling). Inputs are normalised with ImageNet statistics.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.GroupNorm(8, 64),
+                                  nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+        self.stages = nn.Sequential(BasicBlock(64, 64, 1), BasicBlock(64, 128, 2),
+                                    BasicBlock(128, 256, 2), BasicBlock(256, 512, 2))
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        self.register_buffer("pixel_scale", 1.0 / (255.0 * std))
+        self.register_buffer("pixel_shift", -mean / std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
+
+
+def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
+    """Load a backbone's weights from a local safetensors file, strictly.
+
+    Keys must be exactly this module's ``state_dict`` keys (save one with
+    ``save_backbone_weights``); errors name the file and the first mismatches.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone weights file not found: {path}")
+    try:
+        loaded = load_file(str(path))
+    except Exception as error:  # safetensors raises its own error types
+        raise ValueError(f"{path}: not a readable safetensors file ({error})") from error
+    expected = backbone.state_dict()
+    missing = sorted(set(expected) - set(loaded))
+    unexpected = sorted(set(loaded) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{path}: keys do not match the backbone: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    for key, value in expected.items():
+        if loaded[key].shape != value.shape:
+            raise ValueError(f"{path}: {key} has shape {tuple(loaded[key].shape)}, "
+                             f"expected {tuple(value.shape)}")
+    backbone.load_state_dict(loaded)
+
+
+def save_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
+    """Write a backbone's ``state_dict`` as safetensors (the format loaded above)."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, str(path))
+
+
+class ImageHead(nn.Module):
+    """Learned spatial embeddings -> Dropout -> Linear -> LayerNorm -> tanh."""
+
+    def __init__(self, channels: int, height: int, width: int, num_embeddings: int,
+                 latent_dim: int, dropout: float):
+        super().__init__()
+        # kernel[c, hw, k]: each channel has its own K learned spatial weightings.
+        self.kernel = nn.Parameter(torch.randn(channels, height * width, num_embeddings)
+                                   / (height * width) ** 0.5)
+        self.dropout = nn.Dropout(dropout)
+        self.linear = nn.Linear(channels * num_embeddings, latent_dim)
+        self.norm = nn.LayerNorm(latent_dim)
+
+    def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
+        batch, channels = feature_map.shape[:2]
+        flat = feature_map.reshape(batch, channels, -1).transpose(0, 1)  # (C, B, HW)
+        embedded = torch.bmm(flat, self.kernel).transpose(0, 1).reshape(batch, -1)
+        return torch.tanh(self.norm(self.linear(self.dropout(embedded))))
+
+
+def make_backbone(config: EncoderConfig) -> nn.Module:
+    if config.backbone == "resnet10":
+        backbone = ResNet10()
+        if config.pretrained_path is not None:
+            load_backbone_weights(backbone, config.pretrained_path)
+    else:
+        backbone = SmallCNN(config.small_cnn_channels)
+    return backbone.to(memory_format=torch.channels_last)
+
+
+class ObservationEncoder(nn.Module):
+    """Observation dict -> feature vector shared by actor and critic.
+
+    State-only observations pass through unchanged (as in state-based RLPD).
+    """
+
+    def __init__(self, spec: ObservationSpec, config: EncoderConfig):
+        super().__init__()
+        self.spec = spec
+        self.config = config
+        self.camera_names = spec.camera_names
+        self.frozen_backbone = config.freeze_backbone and bool(spec.camera_names)
+        self.backbones = nn.ModuleDict({c: make_backbone(config) for c in spec.camera_names})
+        self.heads = nn.ModuleDict()
+        self.feature_shapes: dict[str, tuple[int, int, int]] = {}
+        for camera, backbone in self.backbones.items():
+            if self.frozen_backbone:
+                backbone.requires_grad_(False)
+                backbone.eval()
+            with torch.no_grad():
+                dummy = torch.zeros(1, 3, spec.image_size, spec.image_size)
+                shape = tuple(backbone(dummy).shape[1:])
+            self.feature_shapes[camera] = shape
+            self.heads[camera] = ImageHead(*shape, config.num_spatial_embeddings,
+                                           config.image_latent_dim, config.dropout)
+        self.state_head = None
+        if spec.camera_names and spec.state_dim > 0:
+            self.state_head = nn.Sequential(nn.Linear(spec.state_dim, config.state_latent_dim),
+                                            nn.LayerNorm(config.state_latent_dim), nn.Tanh())
+        if spec.camera_names:
+            self.output_dim = len(spec.camera_names) * config.image_latent_dim + (
+                config.state_latent_dim if self.state_head is not None else 0)
+        else:
+            self.output_dim = spec.state_dim
+
+    def train(self, mode: bool = True) -> "ObservationEncoder":
+        super().train(mode)
+        if self.frozen_backbone:  # a frozen backbone always runs in inference mode
+            for backbone in self.backbones.values():
+                backbone.eval()
+        return self
+
+    def backbone_features(self, images: dict[str, torch.Tensor],
+                          augment: bool) -> dict[str, torch.Tensor]:
+        """uint8 (B, H, W, 3) per camera -> backbone feature maps (B, C, h, w)."""
+        pad = self.config.random_shift_pad
+        features = {}
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_backbone):
+            for camera, backbone in self.backbones.items():
+                pixels = images[camera]
+                if augment and pad > 0:
+                    pixels = random_shift(pixels, pad)
+                x = pixels.permute(0, 3, 1, 2).to(torch.float32)  # channels_last NCHW view
+                x = torch.addcmul(backbone.pixel_shift, x, backbone.pixel_scale)
+                features[camera] = backbone(x.contiguous(memory_format=torch.channels_last))
+        return features
+
+    def head(self, feature_maps: dict[str, torch.Tensor],
+             state: torch.Tensor | None) -> torch.Tensor:
+        """Backbone feature maps (+ state) -> feature vector (B, output_dim)."""
+        parts = [self.heads[c](feature_maps[c].to(torch.float32)) for c in self.camera_names]
+        if self.state_head is not None:
+            parts.append(self.state_head(state))
+        return torch.cat(parts, dim=-1)
+
+    def forward(self, observations: dict[str, torch.Tensor], augment: bool = False) -> torch.Tensor:
+        """Encode an observation dict; cached features (``feature_key``) skip the backbone."""
+        if not self.camera_names:
+            return observations[STATE_KEY]
+        cached = {c: observations[feature_key(c)] for c in self.camera_names
+                  if feature_key(c) in observations}
+        missing = {c: observations[c] for c in self.camera_names if c not in cached}
+        if missing:
+            cached.update(self.backbone_features(missing, augment))
+        return self.head(cached, observations.get(STATE_KEY))

@@ -1,0 +1,238 @@
+"""Actor, critic ensemble and grasp critic (PyTorch, ROS-free).
+
+Every hidden layer is Linear -> LayerNorm -> activation, as in RLPD/HIL-SERL.
+The critic ensemble keeps each member fully independent (the official
+HIL-SERL ensemble shares its last layer across members) and evaluates all
+members in one batched pass: the first layer is one matmul against the
+members' weights laid side by side (its input is the same for every member),
+the later layers are ``torch.baddbmm`` over stacked weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hilserl_policy.config import (
+    ActorConfig,
+    CriticConfig,
+    GraspCriticConfig,
+    GripperExplorationConfig,
+)
+
+ACTIVATIONS = {"tanh": torch.tanh, "relu": F.relu, "silu": F.silu, "gelu": F.gelu}
+
+# Grasp-critic output index <-> hilserl_msgs/Action gripper command (-1, 0, 1).
+GRIPPER_CLOSE, GRIPPER_STAY, GRIPPER_OPEN = 0, 1, 2
+NUM_GRIPPER_ACTIONS = 3
+
+
+def gripper_index_to_command(index: int) -> int:
+    """Grasp-critic index (0 close, 1 stay, 2 open) -> Action.GRIPPER_* (-1, 0, 1)."""
+    return int(index) - 1
+
+
+def gripper_command_to_index(command: int) -> int:
+    """Action.GRIPPER_* (-1, 0, 1) -> grasp-critic index (0, 1, 2)."""
+    if command not in (-1, 0, 1):
+        raise ValueError(f"gripper command must be -1, 0 or 1, got {command!r}")
+    return int(command) + 1
+
+
+class MLP(nn.Module):
+    """Linear -> LayerNorm -> activation for each hidden width."""
+
+    def __init__(self, input_dim: int, hidden_dims: tuple[int, ...], activation: str):
+        super().__init__()
+        dims = (input_dim, *hidden_dims)
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.norms = nn.ModuleList(nn.LayerNorm(d) for d in hidden_dims)
+        self.activation = ACTIVATIONS[activation]
+        self.output_dim = dims[-1]
+        for linear in self.linears:
+            nn.init.xavier_uniform_(linear.weight)
+            nn.init.zeros_(linear.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for linear, norm in zip(self.linears, self.norms):
+            x = self.activation(norm(linear(x)))
+        return x
+
+
+def _xavier_bound(fan_in: int, fan_out: int) -> float:
+    return math.sqrt(6.0 / (fan_in + fan_out))
+
+
+class EnsembleMLP(nn.Module):
+    """``num_members`` independent MLPs on one shared input, evaluated in one pass.
+
+    Output shape is (members, batch, output_dim). ``members`` selects a subset
+    (only those are computed); ``detach_params`` evaluates with detached
+    weights so that a loss back-propagates to the input only (used by the
+    actor loss: no wasted weight gradients for the critic).
+    """
+
+    def __init__(self, num_members: int, input_dim: int, hidden_dims: tuple[int, ...],
+                 output_dim: int, activation: str):
+        super().__init__()
+        self.num_members = num_members
+        self.input_dim = input_dim
+        self.hidden_dims = tuple(hidden_dims)
+        self.output_dim = output_dim
+        self.activation = ACTIVATIONS[activation]
+        first = hidden_dims[0]
+        # First layer stored as (input, members * width): one addmm for all members.
+        self.first_weight = nn.Parameter(torch.empty(input_dim, num_members * first))
+        self.first_bias = nn.Parameter(torch.zeros(num_members * first))
+        self.hidden_weights = nn.ParameterList()
+        self.hidden_biases = nn.ParameterList()
+        for a, b in zip(hidden_dims[:-1], hidden_dims[1:]):
+            self.hidden_weights.append(nn.Parameter(torch.empty(num_members, a, b)))
+            self.hidden_biases.append(nn.Parameter(torch.zeros(num_members, 1, b)))
+        # Per-member LayerNorm affine parameters.
+        self.norm_weights = nn.ParameterList(
+            nn.Parameter(torch.ones(num_members, 1, d)) for d in hidden_dims)
+        self.norm_biases = nn.ParameterList(
+            nn.Parameter(torch.zeros(num_members, 1, d)) for d in hidden_dims)
+        self.output_weight = nn.Parameter(torch.empty(num_members, hidden_dims[-1], output_dim))
+        self.output_bias = nn.Parameter(torch.zeros(num_members, 1, output_dim))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        # Xavier-uniform per member; every member is drawn independently.
+        first = self.hidden_dims[0]
+        self.first_weight.uniform_(-1, 1).mul_(_xavier_bound(self.input_dim, first))
+        for w in self.hidden_weights:
+            w.uniform_(-1, 1).mul_(_xavier_bound(w.shape[1], w.shape[2]))
+        self.output_weight.uniform_(-1, 1).mul_(
+            _xavier_bound(self.hidden_dims[-1], self.output_dim))
+
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None,
+                detach_params: bool = False) -> torch.Tensor:
+        keep = (lambda p: p.detach()) if detach_params else (lambda p: p)
+        first_w, first_b = keep(self.first_weight), keep(self.first_bias)
+        hidden_w = [keep(w) for w in self.hidden_weights]
+        hidden_b = [keep(b) for b in self.hidden_biases]
+        norm_w = [keep(w) for w in self.norm_weights]
+        norm_b = [keep(b) for b in self.norm_biases]
+        out_w, out_b = keep(self.output_weight), keep(self.output_bias)
+        k, first = self.num_members, self.hidden_dims[0]
+        if members is not None:
+            k = members.numel()
+            first_w = first_w.view(self.input_dim, self.num_members, first)[:, members]
+            first_w = first_w.reshape(self.input_dim, k * first)
+            first_b = first_b.view(self.num_members, first)[members].reshape(-1)
+            hidden_w = [w[members] for w in hidden_w]
+            hidden_b = [b[members] for b in hidden_b]
+            norm_w = [w[members] for w in norm_w]
+            norm_b = [b[members] for b in norm_b]
+            out_w, out_b = out_w[members], out_b[members]
+        batch = x.shape[0]
+        h = torch.addmm(first_b, x, first_w).view(batch, k, first).transpose(0, 1)
+        h = self.activation(torch.addcmul(norm_b[0], F.layer_norm(h, (first,)), norm_w[0]))
+        for i, (w, b) in enumerate(zip(hidden_w, hidden_b)):
+            h = torch.baddbmm(b, h, w)
+            h = F.layer_norm(h, (h.shape[-1],))
+            h = self.activation(torch.addcmul(norm_b[i + 1], h, norm_w[i + 1]))
+        return torch.baddbmm(out_b, h, out_w)
+
+
+class CriticEnsemble(nn.Module):
+    """Q(s, a) for every member: returns (members, batch)."""
+
+    def __init__(self, feature_dim: int, action_dim: int, config: CriticConfig):
+        super().__init__()
+        self.config = config
+        self.num_critics = config.num_critics
+        self.ensemble = EnsembleMLP(config.num_critics, feature_dim + action_dim,
+                                    config.hidden_dims, 1, config.activation)
+
+    def forward(self, features: torch.Tensor, actions: torch.Tensor,
+                members: torch.Tensor | None = None, detach_params: bool = False) -> torch.Tensor:
+        x = torch.cat((features, actions), dim=-1)
+        return self.ensemble(x, members, detach_params).squeeze(-1)
+
+
+class TanhGaussianActor(nn.Module):
+    """Gaussian with state-dependent std, clipped, then squashed by tanh to [-1, 1]."""
+
+    def __init__(self, feature_dim: int, action_dim: int, config: ActorConfig):
+        super().__init__()
+        self.action_dim = action_dim
+        self.trunk = MLP(feature_dim, config.hidden_dims, config.activation)
+        self.head = nn.Linear(self.trunk.output_dim, 2 * action_dim)
+        nn.init.xavier_uniform_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        self.log_std_min = math.log(config.std_min)
+        self.log_std_max = math.log(config.std_max)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-tanh mean and log-std (log-std clipped to log[std_min, std_max])."""
+        mean, log_std = self.head(self.trunk(features)).chunk(2, dim=-1)
+        return mean, log_std.clamp(self.log_std_min, self.log_std_max)
+
+    def sample(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterised action in [-1, 1] and its log-probability (batch,)."""
+        mean, log_std = self(features)
+        noise = torch.randn_like(mean)
+        pre_tanh = mean + noise * log_std.exp()
+        return torch.tanh(pre_tanh), squashed_gaussian_log_prob(noise, log_std, pre_tanh)
+
+    def mean_action(self, features: torch.Tensor) -> torch.Tensor:
+        """Deterministic action for evaluation: tanh of the mean."""
+        return torch.tanh(self(features)[0])
+
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+_LOG_2 = math.log(2.0)
+
+
+def squashed_gaussian_log_prob(noise: torch.Tensor, log_std: torch.Tensor,
+                               pre_tanh: torch.Tensor) -> torch.Tensor:
+    """log pi(tanh(u)) for u = mean + std * noise, summed over action dims.
+
+    The tanh Jacobian uses log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)),
+    which stays finite where tanh saturates.
+    """
+    gaussian = -0.5 * noise.square() - log_std - _HALF_LOG_2PI
+    log_det = 2.0 * (_LOG_2 - pre_tanh - F.softplus(-2.0 * pre_tanh))
+    return (gaussian - log_det).sum(-1)
+
+
+class GraspCritic(nn.Module):
+    """Q(s, g) for the three gripper commands (close, stay, open): returns (batch, 3)."""
+
+    def __init__(self, feature_dim: int, config: GraspCriticConfig):
+        super().__init__()
+        self.trunk = MLP(feature_dim, config.hidden_dims, config.activation)
+        self.head = nn.Linear(self.trunk.output_dim, NUM_GRIPPER_ACTIONS)
+        nn.init.xavier_uniform_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(features))
+
+
+def select_gripper_action(q_values: torch.Tensor, exploration: GripperExplorationConfig,
+                          env_step: int, deterministic: bool,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+    """Gripper index per row of ``q_values`` (batch, 3).
+
+    Greedy when ``deterministic`` (evaluation) or mode "none"; otherwise
+    epsilon-greedy or Boltzmann with the value annealed to ``env_step``.
+    """
+    greedy = q_values.argmax(dim=-1)
+    if deterministic or exploration.mode == "none":
+        return greedy
+    value = exploration.value_at(env_step)
+    batch = q_values.shape[0]
+    if exploration.mode == "epsilon":
+        explore = torch.rand(batch, generator=generator) < value
+        random = torch.randint(0, NUM_GRIPPER_ACTIONS, (batch,), generator=generator)
+        return torch.where(explore, random, greedy)
+    probs = torch.softmax(q_values / value, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
