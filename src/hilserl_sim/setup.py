@@ -1,3 +1,5 @@
+from glob import glob
+
 from setuptools import find_packages, setup
 
 package_name = "hilserl_sim"
@@ -9,6 +11,7 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
+        ("share/" + package_name + "/scenes", glob("scenes/*.xml")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
@@ -18,7 +21,7 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-
+            "sim_bridge = hilserl_sim.sim_bridge_node:main",
         ],
     },
 )

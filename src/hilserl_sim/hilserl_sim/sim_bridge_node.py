@@ -1,0 +1,193 @@
+"""The MuJoCo bridge node: same topics and service as the real arm driver, backed by the sim core.
+
+Publishes joint_states, ee_pose, camera/<name>/image_raw (rgb8, sensor-data QoS),
+hilserl/reward (GROUND_TRUTH) and hilserl/task_state (cube pose); consumes hilserl/command
+(Action, RELIABLE) and serves hilserl/reset_episode. All names come from hilserl_msgs/Topics.
+
+- realtime: a timer steps at control_rate_hz with the latest command; a command older
+  than command_timeout is replaced by hold (zero deltas, gripper stays).
+- lockstep: every command is one step; everything of that step is published with one
+  stamp, taken after the command arrived, reward last, so a client waits for the reward
+  whose stamp is not older than its command.
+"""
+
+from __future__ import annotations
+
+import array
+import signal
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PoseStamped
+from hilserl_msgs.msg import Action, NamedImage, Observation, Reward, Topics
+from hilserl_msgs.srv import ResetEpisode
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import Image, JointState
+
+from hilserl_sim.bridge_params import declare_bridge_parameters, make_environment
+from hilserl_sim.frame import Frame
+
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def image_message(image: np.ndarray, stamp, frame_id: str) -> Image:
+    msg = Image()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = int(image.shape[0]), int(image.shape[1])
+    msg.encoding = "rgb8"
+    msg.is_bigendian = 0
+    msg.step = msg.width * 3
+    msg.data = array.array("B", np.ascontiguousarray(image, dtype=np.uint8).tobytes())
+    return msg
+
+
+def pose_message(position, quaternion_wxyz, stamp, frame_id: str) -> PoseStamped:
+    msg = PoseStamped()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    p, q = msg.pose.position, msg.pose.orientation
+    p.x, p.y, p.z = (float(v) for v in position)
+    q.w, q.x, q.y, q.z = (float(v) for v in quaternion_wxyz)
+    return msg
+
+
+class SimBridgeNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("sim_bridge", **kwargs)
+        self.params = declare_bridge_parameters(self)
+        self.env = make_environment(self.params)
+        self.episode_id = 0
+        self.rejected_commands = 0
+        self._latest_command: Action | None = None
+        self._latest_command_time = None
+
+        self._joint_pub = self.create_publisher(JointState, Topics.JOINT_STATES, RELIABLE)
+        self._ee_pub = self.create_publisher(PoseStamped, Topics.EE_POSE, RELIABLE)
+        self._task_pub = self.create_publisher(PoseStamped, Topics.TASK_STATE, RELIABLE)
+        self._reward_pub = self.create_publisher(Reward, Topics.REWARD, RELIABLE)
+        self._image_pubs = {
+            name: self.create_publisher(Image, Topics.CAMERA_RAW.format(name=name), qos_profile_sensor_data)
+            for name in self.env.camera_names
+        }
+        self.create_subscription(Action, Topics.COMMAND, self._on_command, RELIABLE)
+        self.create_service(ResetEpisode, Topics.RESET_EPISODE, self._on_reset_episode)
+        if self.params.mode == "realtime":
+            self.create_timer(1.0 / self.params.control_rate_hz, self._on_timer)
+
+        first_seed = None if self.params.seed < 0 else self.params.seed
+        self._publish(self.env.reset(seed=first_seed))
+        self.get_logger().info(
+            f"{self.params.scene} bridge in {self.params.mode} mode, cameras {list(self.env.camera_names)}"
+        )
+
+    # ----------------------------------------------------------------- inputs
+    def _on_command(self, msg: Action) -> None:
+        if self.params.mode == "lockstep":
+            self._step(msg)
+        else:
+            self._latest_command = msg
+            self._latest_command_time = self.get_clock().now()
+
+    def _on_timer(self) -> None:
+        command = self._latest_command
+        if command is not None:
+            age = (self.get_clock().now() - self._latest_command_time).nanoseconds * 1e-9
+            if age > self.params.command_timeout:
+                command = None  # watchdog: hold
+        self._step(command)
+
+    def _step(self, command: Action | None) -> None:
+        if command is None:
+            deltas, gripper = np.zeros(6), Action.GRIPPER_STAY
+        else:
+            lin, ang = command.linear, command.angular
+            deltas = np.array([lin.x, lin.y, lin.z, ang.x, ang.y, ang.z])
+            gripper = command.gripper
+        frame = self.env.step(deltas, gripper)
+        if frame.rejected:
+            self.rejected_commands += 1
+            self.get_logger().warning(
+                f"malformed command replaced by hold ({self.rejected_commands} so far)",
+                throttle_duration_sec=1.0,
+            )
+        self._publish(frame)
+
+    def _on_reset_episode(self, request: ResetEpisode.Request, response: ResetEpisode.Response):
+        seed = int(request.seed) if request.use_seed else None
+        try:
+            frame = self.env.reset(seed=seed, initial_state=list(request.initial_state))
+        except ValueError as exc:
+            response.success = False
+            response.message = str(exc)
+            return response
+        self.episode_id += 1
+        stamp = self._publish(frame)
+        response.success = True
+        response.message = f"episode {self.episode_id}" + (f", seed {seed}" if seed is not None else "")
+        response.episode_id = self.episode_id
+        response.observation = Observation(
+            state=frame.state.astype(np.float32).tolist(),
+            images=[NamedImage(name=name, image=image_message(img, stamp, f"{name}_camera"))
+                    for name, img in frame.images.items()],
+        )
+        return response
+
+    # ---------------------------------------------------------------- outputs
+    def _publish(self, frame: Frame):
+        stamp = self.get_clock().now().to_msg()
+        for name, image in frame.images.items():
+            self._image_pubs[name].publish(image_message(image, stamp, f"{name}_camera"))
+        joints = JointState()
+        joints.header.stamp = stamp
+        joints.name = list(frame.joint_names)
+        joints.position = frame.joint_positions.tolist()
+        joints.velocity = frame.joint_velocities.tolist()
+        joints.effort = frame.joint_efforts.tolist()
+        self._joint_pub.publish(joints)
+        if frame.ee_position is not None:
+            self._ee_pub.publish(pose_message(frame.ee_position, frame.ee_quaternion, stamp, self.params.frame_id))
+        if frame.object_position is not None:
+            self._task_pub.publish(
+                pose_message(frame.object_position, frame.object_quaternion, stamp, self.params.frame_id))
+        reward = Reward()
+        reward.header.stamp = stamp
+        reward.reward = float(frame.reward)
+        reward.success = bool(frame.success)
+        reward.success_probability = 1.0 if frame.success else 0.0
+        reward.source = Reward.SOURCE_GROUND_TRUTH
+        self._reward_pub.publish(reward)  # last: a lock-step client waits for it
+        return stamp
+
+    def destroy_node(self) -> None:
+        self.env.close()
+        super().destroy_node()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def main(args=None) -> None:
+    # Our own handlers: rclpy's would invalidate the context under a running callback,
+    # whose next publish then raises. Ctrl-C and SIGTERM both end spin() here instead.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    node = None
+    try:
+        node = SimBridgeNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
