@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import array
 import signal
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import rclpy
@@ -59,7 +60,15 @@ class SimBridgeNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("sim_bridge", **kwargs)
         self.params = declare_bridge_parameters(self)
-        self.env = make_environment(self.params)
+        # The environment lives on one thread of its own: an off-screen GL context is
+        # current in one thread only, and the sim is not thread-safe, whichever
+        # executor spins this node.
+        self._sim_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sim")
+        try:
+            self.env = self._sim_thread.submit(make_environment, self.params).result()
+        except BaseException:
+            self._sim_thread.shutdown()
+            raise
         self.episode_id = 0
         self.rejected_commands = 0
         self._latest_command: Action | None = None
@@ -79,7 +88,7 @@ class SimBridgeNode(Node):
             self.create_timer(1.0 / self.params.control_rate_hz, self._on_timer)
 
         first_seed = None if self.params.seed < 0 else self.params.seed
-        self._publish(self.env.reset(seed=first_seed))
+        self._publish(self._sim_thread.submit(self.env.reset, seed=first_seed).result())
         self.get_logger().info(
             f"{self.params.scene} bridge in {self.params.mode} mode, cameras {list(self.env.camera_names)}"
         )
@@ -107,7 +116,7 @@ class SimBridgeNode(Node):
             lin, ang = command.linear, command.angular
             deltas = np.array([lin.x, lin.y, lin.z, ang.x, ang.y, ang.z])
             gripper = command.gripper
-        frame = self.env.step(deltas, gripper)
+        frame = self._sim_thread.submit(self.env.step, deltas, gripper).result()
         if frame.rejected:
             self.rejected_commands += 1
             self.get_logger().warning(
@@ -119,7 +128,8 @@ class SimBridgeNode(Node):
     def _on_reset_episode(self, request: ResetEpisode.Request, response: ResetEpisode.Response):
         seed = int(request.seed) if request.use_seed else None
         try:
-            frame = self.env.reset(seed=seed, initial_state=list(request.initial_state))
+            frame = self._sim_thread.submit(
+                self.env.reset, seed=seed, initial_state=list(request.initial_state)).result()
         except ValueError as exc:
             response.success = False
             response.message = str(exc)
@@ -163,7 +173,8 @@ class SimBridgeNode(Node):
         return stamp
 
     def destroy_node(self) -> None:
-        self.env.close()
+        self._sim_thread.submit(self.env.close).result()
+        self._sim_thread.shutdown()
         super().destroy_node()
 
 
