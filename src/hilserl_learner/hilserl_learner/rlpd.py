@@ -7,7 +7,8 @@ keeps the update free of per-step host syncs and Python conversions).
 Per call of ``RLPDAgent.update(batch)``:
 
 1. encode observations and next observations once (augmented; frozen backbone
-   features computed without autograd, cached ones not at all);
+   features computed without autograd, cached ones not at all; no dropout on
+   the next observations, which only feed the target);
 2. ``update_critic``: target = r + gamma * (1 - terminated) * min over a
    random subset of the target ensemble at a' ~ pi(s') (a time-out bootstraps,
    only ``terminated`` stops it), plus the grasp critic's double-DQN loss with
@@ -120,13 +121,16 @@ class RLPDAgent:
         self.target_entropy = rl.resolved_target_entropy(spec.action_dim)
         self.grasp_discount = rl.discount if rl.grasp_discount is None else rl.grasp_discount
 
+        # One optimiser, one param group per role: a single fused Adam kernel per
+        # update; parameters without a gradient this step (the actor during a
+        # critic-only update) are skipped by Adam and keep their moments.
         critic_side = [self.critic, self.encoder] + ([self.grasp_critic] if self.grasp_critic else [])
-        self.critic_optimizer = _adam(
-            [p for m in critic_side for p in m.parameters() if p.requires_grad], rl.critic_lr)
-        actor_groups = [{"params": list(self.actor.parameters()), "lr": rl.actor_lr}]
+        groups = [{"params": [p for m in critic_side for p in m.parameters() if p.requires_grad],
+                   "lr": rl.critic_lr},
+                  {"params": list(self.actor.parameters()), "lr": rl.actor_lr}]
         if rl.learn_temperature:
-            actor_groups.append({"params": [self.log_alpha], "lr": rl.temperature_lr})
-        self.actor_optimizer = _adam(actor_groups, rl.actor_lr)
+            groups.append({"params": [self.log_alpha], "lr": rl.temperature_lr})
+        self.optimizer = _adam(groups, rl.critic_lr)
 
         online = [self.critic] + ([self.grasp_critic] if self.grasp_critic else [])
         target = [self.target_critic] + ([self.target_grasp_critic] if self.grasp_critic else [])
@@ -147,7 +151,7 @@ class RLPDAgent:
         return out
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"critic": self.critic_optimizer, "actor": self.actor_optimizer}
+        return {"adam": self.optimizer}
 
     def set_training(self, mode: bool) -> None:
         for module in self.modules().values():
@@ -159,41 +163,90 @@ class RLPDAgent:
 
     # ---------------------------------------------------------------- updates
     def update(self, batch: TransitionBatch) -> dict[str, torch.Tensor]:
-        """One critic update, plus actor and temperature every critic_actor_ratio-th call."""
+        """One gradient update: critic only, or every ``critic_actor_ratio``-th call
+        critic + actor + temperature from the same pre-step parameters, as the
+        official implementation does, in one backward and one Adam step."""
         obs_features = self.encoder(batch.observations, augment=True)
         with torch.no_grad():
-            next_features = self.encoder(batch.next_observations, augment=True)
-        metrics = self.update_critic(batch, obs_features, next_features)
-        if self.num_critic_updates % self.config.rlpd.critic_actor_ratio == 0:
-            metrics.update(self.update_actor(obs_features.detach()))
-        return metrics
+            # No dropout for the target's inputs: a deterministic target, and
+            # dropout masks are a large share of an image update on CPU.
+            next_features = self.encoder(batch.next_observations, augment=True, dropout=False)
+        if (self.num_critic_updates + 1) % self.config.rlpd.critic_actor_ratio == 0:
+            return self.update_critic_and_actor(batch, obs_features, next_features)
+        return self.update_critic(batch, obs_features, next_features)
 
-    def update_critic(self, batch: TransitionBatch, obs_features: torch.Tensor,
-                      next_features: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _critic_target(self, batch: TransitionBatch, next_features: torch.Tensor) -> torch.Tensor:
+        """r + gamma (1 - terminated) min_{subset} Q_target(s', a'), a' ~ pi(s')."""
         rl = self.config.rlpd
         with torch.no_grad():
             next_actions, next_log_probs = self.actor.sample(next_features)
             members = self.sample_target_members()
             next_q = self.target_critic(next_features, next_actions, members).amin(dim=0)
-            target_q = critic_target(batch.rewards, batch.terminated, rl.discount, next_q,
-                                     next_log_probs if rl.backup_entropy else None,
-                                     self.log_alpha.detach().exp())
+            return critic_target(batch.rewards, batch.terminated, rl.discount, next_q,
+                                 next_log_probs if rl.backup_entropy else None,
+                                 self.log_alpha.detach().exp())
+
+    def update_critic(self, batch: TransitionBatch, obs_features: torch.Tensor,
+                      next_features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Critic (and grasp-critic) update alone."""
+        target_q = self._critic_target(batch, next_features)
         q = self.critic(obs_features, batch.actions)
         critic_loss = (q - target_q).square().mean()
-        loss = critic_loss
         metrics = {"losses/critic": critic_loss.detach(), "values/q_mean": q.detach().mean(),
                    "values/target_q_mean": target_q.mean()}
+        self._step(critic_loss, batch, obs_features.detach(), next_features, metrics)
+        return metrics
+
+    def update_critic_and_actor(self, batch: TransitionBatch, obs_features: torch.Tensor,
+                                next_features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Critic, grasp-critic, actor and temperature losses in one pass.
+
+        The online critic runs once over 2B rows, [(s, a_batch); (s, a ~ pi(s))];
+        only the first B rows feed its parameter gradients (the actor loss moves
+        the actions, never the critic), see hilserl_policy.ensemble.
+        """
+        target_q = self._critic_target(batch, next_features)
+        features = obs_features.detach()
+        actions, log_probs = self.actor.sample(features)
+        size = batch.actions.shape[0]
+        q_all = self.critic(torch.cat((obs_features, features)),
+                            torch.cat((batch.actions, actions)), param_grad_rows=size)
+        q = q_all[:, :size]
+        critic_loss = (q - target_q).square().mean()
+        metrics = {"losses/critic": critic_loss.detach(), "values/q_mean": q.detach().mean(),
+                   "values/target_q_mean": target_q.mean()}
+        actor_loss = self._actor_losses(q_all[:, size:], log_probs, metrics)
+        self._step(critic_loss + actor_loss, batch, features, next_features, metrics)
+        self.num_actor_updates += 1
+        return metrics
+
+    def _actor_losses(self, q_pi: torch.Tensor, log_probs: torch.Tensor,
+                      metrics: dict[str, torch.Tensor]) -> torch.Tensor:
+        """alpha * log pi - Q (ensemble mean or min), plus the temperature loss if learned."""
+        q_pi = q_pi.mean(0) if self.config.rlpd.actor_q_reduction == "mean" else q_pi.amin(0)
+        alpha = self.log_alpha.exp()
+        actor_loss = (alpha.detach() * log_probs - q_pi).mean()
+        entropy = -log_probs.detach().mean()
+        # d/dlog(alpha) = entropy - target: alpha falls when entropy is above target.
+        temperature_loss = self.log_alpha * (entropy - self.target_entropy)
+        metrics.update({"losses/actor": actor_loss.detach(),
+                        "losses/temperature": temperature_loss.detach(),
+                        "charts/temperature": alpha.detach(), "charts/entropy": entropy})
+        return actor_loss + temperature_loss if self.log_alpha.requires_grad else actor_loss
+
+    def _step(self, loss: torch.Tensor, batch: TransitionBatch, features: torch.Tensor,
+              next_features: torch.Tensor, metrics: dict[str, torch.Tensor]) -> None:
+        """Add the grasp-critic loss (every critic update), backward, Adam, Polyak."""
         if self.grasp_critic is not None:
-            grasp_loss, grasp_q = self._grasp_loss(batch, obs_features.detach(), next_features)
+            grasp_loss, grasp_q = self._grasp_loss(batch, features, next_features)
             loss = loss + grasp_loss
             metrics["losses/grasp_critic"] = grasp_loss.detach()
             metrics["values/grasp_q_mean"] = grasp_q
-        self.critic_optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.critic_optimizer.step()
-        polyak_update(self._polyak_targets, self._polyak_sources, rl.tau)
+        self.optimizer.step()
+        polyak_update(self._polyak_targets, self._polyak_sources, self.config.rlpd.tau)
         self.num_critic_updates += 1
-        return metrics
 
     def sample_target_members(self) -> torch.Tensor | None:
         """Random subset of target members whose min forms the target (None: all of them)."""
@@ -213,23 +266,17 @@ class RLPDAgent:
         return (q_taken - target).square().mean(), q_taken.detach().mean()
 
     def update_actor(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Actor loss alpha * log pi - Q and temperature loss, one backward, one Adam step."""
+        """Actor and temperature update alone, against the current critic."""
         actions, log_probs = self.actor.sample(features)
         # Detached critic weights: the gradient flows to the actions only.
-        q = self.critic(features, actions, detach_params=True)
-        q = q.mean(0) if self.config.rlpd.actor_q_reduction == "mean" else q.amin(0)
-        alpha = self.log_alpha.exp()
-        actor_loss = (alpha.detach() * log_probs - q).mean()
-        entropy = -log_probs.detach().mean()
-        # d/dlog(alpha) = entropy - target: alpha falls when entropy is above target.
-        temperature_loss = self.log_alpha * (entropy - self.target_entropy)
-        loss = actor_loss + temperature_loss if self.log_alpha.requires_grad else actor_loss
-        self.actor_optimizer.zero_grad(set_to_none=True)
+        q_pi = self.critic(features, actions, detach_params=True)
+        metrics: dict[str, torch.Tensor] = {}
+        loss = self._actor_losses(q_pi, log_probs, metrics)
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.actor_optimizer.step()
+        self.optimizer.step()
         self.num_actor_updates += 1
-        return {"losses/actor": actor_loss.detach(), "losses/temperature": temperature_loss.detach(),
-                "charts/temperature": alpha.detach(), "charts/entropy": entropy}
+        return metrics
 
     # ----------------------------------------------------------------- acting
     @torch.no_grad()
@@ -262,3 +309,27 @@ class RLPDAgent:
 
     def parameters(self):
         return chain.from_iterable(m.parameters() for m in self.modules().values())
+
+
+def keep_freed_memory_in_process() -> bool:
+    """Ask glibc malloc to reuse freed blocks instead of returning them to the OS.
+
+    Every update allocates and frees the same few-MB activation tensors; by
+    default glibc serves blocks above its mmap threshold with fresh pages, so
+    each allocation page-faults (measured: ~30% of a state update on this
+    2-core VM). Call once at learner start-up. Returns False where glibc's
+    ``mallopt`` is unavailable (nothing changed).
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    libc = ctypes.CDLL(name)
+    if not hasattr(libc, "mallopt"):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    one_gib = 1 << 30
+    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(
+        libc.mallopt(m_trim_threshold, one_gib))

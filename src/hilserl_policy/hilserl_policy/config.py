@@ -130,13 +130,13 @@ class CriticConfig:
     """Ensemble of independent Q(s, a) networks evaluated in one batched pass."""
 
     hidden_dims: tuple[int, ...] = (256, 256)  # per-member MLP widths
-    activation: str = "tanh"  # hidden activation after LayerNorm
+    activation: str = "tanh"  # hidden activation after LayerNorm: "tanh" or "relu"
     num_critics: int = 2  # ensemble size (HIL-SERL: 2; RLPD: 10)
     target_subset_size: int = 2  # target = min over a random subset of this many members
 
     def __post_init__(self) -> None:
         _check_dims(self, "hidden_dims")
-        _check_choice(self, "activation", ACTIVATION_NAMES)
+        _check_choice(self, "activation", ("tanh", "relu"))
         _check_positive_int(self, "num_critics")
         _check_positive_int(self, "target_subset_size")
         if self.target_subset_size > self.num_critics:

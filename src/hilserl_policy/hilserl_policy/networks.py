@@ -22,8 +22,10 @@ from hilserl_policy.config import (
     GraspCriticConfig,
     GripperExplorationConfig,
 )
+from hilserl_policy.ensemble import EnsembleMLPFunction, fast_tanh
 
-ACTIVATIONS = {"tanh": torch.tanh, "relu": F.relu, "silu": F.silu, "gelu": F.gelu}
+ACTIVATIONS = {"tanh": fast_tanh, "relu": F.relu, "silu": F.silu, "gelu": F.gelu}
+ENSEMBLE_ACTIVATIONS = ("tanh", "relu")  # those with a hand-written backward (ensemble.py)
 
 # Grasp-critic output index <-> hilserl_msgs/Action gripper command (-1, 0, 1).
 GRIPPER_CLOSE, GRIPPER_STAY, GRIPPER_OPEN = 0, 1, 2
@@ -82,7 +84,9 @@ class EnsembleMLP(nn.Module):
         self.input_dim = input_dim
         self.hidden_dims = tuple(hidden_dims)
         self.output_dim = output_dim
-        self.activation = ACTIVATIONS[activation]
+        if activation not in ENSEMBLE_ACTIVATIONS:
+            raise ValueError(f"ensemble activation must be one of {ENSEMBLE_ACTIVATIONS}")
+        self.activation_name = activation
         first = hidden_dims[0]
         # First layer stored as (input, members * width): one addmm for all members.
         self.first_weight = nn.Parameter(torch.empty(input_dim, num_members * first))
@@ -112,33 +116,24 @@ class EnsembleMLP(nn.Module):
             _xavier_bound(self.hidden_dims[-1], self.output_dim))
 
     def forward(self, x: torch.Tensor, members: torch.Tensor | None = None,
-                detach_params: bool = False) -> torch.Tensor:
-        keep = (lambda p: p.detach()) if detach_params else (lambda p: p)
-        first_w, first_b = keep(self.first_weight), keep(self.first_bias)
-        hidden_w = [keep(w) for w in self.hidden_weights]
-        hidden_b = [keep(b) for b in self.hidden_biases]
-        norm_w = [keep(w) for w in self.norm_weights]
-        norm_b = [keep(b) for b in self.norm_biases]
-        out_w, out_b = keep(self.output_weight), keep(self.output_bias)
-        k, first = self.num_members, self.hidden_dims[0]
+                detach_params: bool = False, param_grad_rows: int | None = None) -> torch.Tensor:
+        """(members, rows, output_dim); only the first ``param_grad_rows`` rows
+        (default: all; 0 with ``detach_params``) contribute to parameter gradients."""
+        params = [self.first_weight, self.first_bias, *self.hidden_weights, *self.hidden_biases,
+                  *self.norm_weights, *self.norm_biases, self.output_weight, self.output_bias]
+        if detach_params:
+            params = [p.detach() for p in params]
+            param_grad_rows = 0
         if members is not None:
+            first = self.hidden_dims[0]
             k = members.numel()
-            first_w = first_w.view(self.input_dim, self.num_members, first)[:, members]
-            first_w = first_w.reshape(self.input_dim, k * first)
-            first_b = first_b.view(self.num_members, first)[members].reshape(-1)
-            hidden_w = [w[members] for w in hidden_w]
-            hidden_b = [b[members] for b in hidden_b]
-            norm_w = [w[members] for w in norm_w]
-            norm_b = [b[members] for b in norm_b]
-            out_w, out_b = out_w[members], out_b[members]
-        batch = x.shape[0]
-        h = torch.addmm(first_b, x, first_w).view(batch, k, first).transpose(0, 1)
-        h = self.activation(torch.addcmul(norm_b[0], F.layer_norm(h, (first,)), norm_w[0]))
-        for i, (w, b) in enumerate(zip(hidden_w, hidden_b)):
-            h = torch.baddbmm(b, h, w)
-            h = F.layer_norm(h, (h.shape[-1],))
-            h = self.activation(torch.addcmul(norm_b[i + 1], h, norm_w[i + 1]))
-        return torch.baddbmm(out_b, h, out_w)
+            first_w = params[0].view(self.input_dim, self.num_members, first)[:, members]
+            params = [first_w.reshape(self.input_dim, k * first),
+                      params[1].view(self.num_members, first)[members].reshape(-1),
+                      *(p[members] for p in params[2:])]
+        rows = x.shape[0] if param_grad_rows is None else param_grad_rows
+        return EnsembleMLPFunction.apply(x, rows, self.activation_name,
+                                         len(self.hidden_dims) - 1, *params)
 
 
 class CriticEnsemble(nn.Module):
@@ -152,9 +147,10 @@ class CriticEnsemble(nn.Module):
                                     config.hidden_dims, 1, config.activation)
 
     def forward(self, features: torch.Tensor, actions: torch.Tensor,
-                members: torch.Tensor | None = None, detach_params: bool = False) -> torch.Tensor:
+                members: torch.Tensor | None = None, detach_params: bool = False,
+                param_grad_rows: int | None = None) -> torch.Tensor:
         x = torch.cat((features, actions), dim=-1)
-        return self.ensemble(x, members, detach_params).squeeze(-1)
+        return self.ensemble(x, members, detach_params, param_grad_rows).squeeze(-1)
 
 
 class TanhGaussianActor(nn.Module):

@@ -28,18 +28,21 @@ from hilserl_policy.networks import (
 )
 
 
-def reference_member(ens: EnsembleMLP, i: int, x: torch.Tensor) -> torch.Tensor:
-    """Member i computed alone, layer by layer, with plain F.linear / F.layer_norm."""
+def reference_member(ens: EnsembleMLP, i: int, x: torch.Tensor, act=torch.tanh,
+                     detach: bool = False) -> torch.Tensor:
+    """Member i computed alone, layer by layer, with plain matmul / F.layer_norm / autograd."""
+    keep = (lambda p: p.detach()) if detach else (lambda p: p)
     first = ens.hidden_dims[0]
-    w0 = ens.first_weight.view(ens.input_dim, ens.num_members, first)[:, i]
-    b0 = ens.first_bias.view(ens.num_members, first)[i]
+    w0 = keep(ens.first_weight).view(ens.input_dim, ens.num_members, first)[:, i]
+    b0 = keep(ens.first_bias).view(ens.num_members, first)[i]
     h = x @ w0 + b0
-    h = torch.tanh(F.layer_norm(h, (first,), ens.norm_weights[0][i, 0], ens.norm_biases[0][i, 0]))
+    h = act(F.layer_norm(h, (first,), keep(ens.norm_weights[0])[i, 0],
+                         keep(ens.norm_biases[0])[i, 0]))
     for j, (w, b) in enumerate(zip(ens.hidden_weights, ens.hidden_biases)):
-        h = h @ w[i] + b[i, 0]
-        h = torch.tanh(F.layer_norm(h, (h.shape[-1],), ens.norm_weights[j + 1][i, 0],
-                                    ens.norm_biases[j + 1][i, 0]))
-    return h @ ens.output_weight[i] + ens.output_bias[i, 0]
+        h = h @ keep(w)[i] + keep(b)[i, 0]
+        h = act(F.layer_norm(h, (h.shape[-1],), keep(ens.norm_weights[j + 1])[i, 0],
+                             keep(ens.norm_biases[j + 1])[i, 0]))
+    return h @ keep(ens.output_weight)[i] + keep(ens.output_bias)[i, 0]
 
 
 def make_ensemble(members=5, hidden=(16, 12, 8)):
@@ -80,6 +83,38 @@ def test_ensemble_subset_and_detached_params():
     ens(x, detach_params=True).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     assert all(p.grad is None for p in ens.parameters())
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("grad_rows", [6, 4, 0])
+def test_hand_written_backward_matches_autograd(activation, grad_rows):
+    """Parameter gradients come from the first ``grad_rows`` rows only; input gradients from all."""
+    torch.manual_seed(0)
+    ens = EnsembleMLP(3, 5, (8, 7, 6), 2, activation).double()
+    with torch.no_grad():
+        for p in list(ens.norm_weights) + list(ens.norm_biases) + list(ens.hidden_biases):
+            p.uniform_(0.5, 1.5)
+        ens.first_bias.uniform_(-0.5, 0.5)
+    x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(3, 6, 2, dtype=torch.float64)
+    (ens(x, param_grad_rows=grad_rows) * weights).sum().backward()
+    got = {n: p.grad for n, p in ens.named_parameters()}
+    got_x = x.grad.clone()
+
+    act = torch.tanh if activation == "tanh" else torch.relu
+    ens.zero_grad()
+    x.grad = None
+    ref = torch.stack([reference_member(ens, i, x, act) for i in range(3)])
+    frozen = torch.stack([reference_member(ens, i, x, act, detach=True) for i in range(3)])
+    mixed = torch.cat([ref[:, :grad_rows], frozen[:, grad_rows:]], dim=1)
+    torch.testing.assert_close(ens(x).detach(), ref.detach())
+    (mixed * weights).sum().backward()
+    torch.testing.assert_close(got_x, x.grad)
+    for name, param in ens.named_parameters():
+        if grad_rows == 0:
+            assert got[name] is None or torch.count_nonzero(got[name]) == 0
+        else:
+            torch.testing.assert_close(got[name], param.grad, msg=name)
 
 
 def test_critic_ensemble_shape_and_layernorm_everywhere():

@@ -1,0 +1,283 @@
+"""Learner throughput: gradient updates per second of the RLPD core on this CPU.
+
+    python bench/learner_throughput.py --out FILE.json [--quick]
+
+Cases (batch 256, state 21-D, action 4-D, float32, 2 torch threads):
+  state_2q              2 critics (HIL-SERL), critic-to-actor 2
+  state_10q             10 critics, target min over a random 2 (RLPD)
+  image_2cam            two 128x128 cameras + state, frozen ResNet-10-shaped
+                        backbone (random weights) with features cached per
+                        stored frame (each frame encoded once, when stored)
+  image_2cam_frozen_shift   the same backbone, frozen, but re-encoding the
+                        randomly shifted images of every batch (pixel augmentation)
+  image_2cam_trainable  the same with a trainable ResNet-10 (+ random shift)
+  image_2cam_trainable_small_cnn  the default trainable small CNN (+ random shift)
+  sb3_sac_state         Stable-Baselines3 SAC, same dims and batch (reference;
+                        skipped with a note if stable-baselines3 is missing)
+
+Each entry reports the median updates/s over timed trials, the matmul/conv
+GFLOP/s that implies (FLOPs counted by torch.utils.flop_counter over real
+updates), the measured float32 matmul peak of this machine and the fraction
+of it, and how busy the CPUs were with other processes while it ran (this
+machine is shared: a high value means the figure is pessimistic).
+Also: bytes of a 100k-transition two-camera buffer / raw uint8 image bytes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+for package in ("hilserl_policy", "hilserl_learner"):  # run from a checkout without colcon
+    sys.path.insert(0, str(ROOT / "src" / package))
+
+from hilserl_learner.buffers import DemoOnlineReplay, ReplayBuffer, TransitionSource  # noqa: E402
+from hilserl_learner.config import LearnerConfig, RLPDConfig, ReplayConfig  # noqa: E402
+from hilserl_learner.rlpd import RLPDAgent, keep_freed_memory_in_process  # noqa: E402
+from hilserl_policy.config import (  # noqa: E402
+    CriticConfig,
+    EncoderConfig,
+    NetworkConfig,
+    ObservationSpec,
+)
+from hilserl_policy.encoders import feature_key  # noqa: E402
+
+STATE_DIM, ACTION_DIM, BATCH = 21, 4, 256
+CAMERAS = ("front", "wrist")
+
+
+# ------------------------------------------------------------------ measuring
+def cpu_marks() -> tuple[float, float]:
+    """(busy CPU-seconds of the whole machine, CPU-seconds of this process)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    values = [float(v) for v in fields]
+    idle = values[3] + values[4]
+    ticks = os.sysconf("SC_CLK_TCK")
+    times = os.times()
+    return (sum(values[:8]) - idle) / ticks, times.user + times.system
+
+
+def peak_matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = max(best, 2 * size ** 3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def count_flops(step, repeats: int = 2) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        for _ in range(repeats):
+            step()
+    return counter.get_total_flops() / repeats
+
+
+def time_updates(step, trials: int, per_trial: int, warmup: int, peak: float) -> dict:
+    for _ in range(warmup):
+        step()
+    flops = count_flops(step)
+    rates, busy = [], []
+    for _ in range(trials):
+        marks, start = cpu_marks(), time.perf_counter()
+        for _ in range(per_trial):
+            step()
+        elapsed = time.perf_counter() - start
+        end = cpu_marks()
+        rates.append(per_trial / elapsed)
+        busy.append(max(0.0, (end[0] - marks[0]) - (end[1] - marks[1])) / elapsed)
+    rate = statistics.median(rates)
+    gflops = rate * flops / 1e9
+    return {"updates_per_s": round(rate, 2), "best_updates_per_s": round(max(rates), 2),
+            "trials": [round(r, 2) for r in rates], "updates_per_trial": per_trial,
+            "gflop_per_update": round(flops / 1e9, 3), "gflops": round(gflops, 1),
+            "peak_gflops": round(peak, 1), "fraction_of_peak": round(gflops / peak, 3),
+            "other_processes_cpu_cores": round(statistics.median(busy), 2)}
+
+
+# ---------------------------------------------------------------------- cases
+def state_case(num_critics: int, trials: int, per_trial: int, peak: float) -> dict:
+    spec = ObservationSpec(state_dim=STATE_DIM, action_dim=ACTION_DIM)
+    config = LearnerConfig(spec=spec, networks=NetworkConfig(
+        critic=CriticConfig(num_critics=num_critics, target_subset_size=2)))
+    agent = RLPDAgent(config)
+    replay = DemoOnlineReplay(spec, 20_000, 20_000)
+    rng = np.random.default_rng(0)
+    for i in range(4000):
+        replay.add({"state": rng.standard_normal(STATE_DIM, np.float32)},
+                   rng.uniform(-1, 1, ACTION_DIM).astype(np.float32), 0.0,
+                   {"state": rng.standard_normal(STATE_DIM, np.float32)}, i % 50 == 49,
+                   source=TransitionSource.DEMO if i % 2 else TransitionSource.POLICY)
+
+    def step():
+        agent.update(replay.sample(BATCH, agent.rng))
+
+    return time_updates(step, trials, per_trial, warmup=10, peak=peak)
+
+
+def image_config(backbone: str, frozen: bool, cached: bool, shift: int) -> LearnerConfig:
+    spec = ObservationSpec(state_dim=STATE_DIM, action_dim=ACTION_DIM, camera_names=CAMERAS,
+                           image_size=128)
+    encoder = EncoderConfig(backbone=backbone, freeze_backbone=frozen, random_shift_pad=shift)
+    return LearnerConfig(spec=spec, networks=NetworkConfig(encoder=encoder),
+                         replay=ReplayConfig(cache_frozen_features=cached))
+
+
+def fill_image_replay(spec: ObservationSpec, transitions: int) -> DemoOnlineReplay:
+    replay = DemoOnlineReplay(spec, transitions, transitions)
+    rng = np.random.default_rng(0)
+    frame = {c: rng.integers(0, 255, (128, 128, 3), dtype=np.uint8) for c in CAMERAS}
+    for i in range(transitions):
+        obs = {"state": rng.standard_normal(STATE_DIM, np.float32), **frame}
+        nxt = {"state": rng.standard_normal(STATE_DIM, np.float32), **frame}
+        replay.add(obs, rng.uniform(-1, 1, ACTION_DIM).astype(np.float32), 0.0, nxt, False,
+                   source=TransitionSource.DEMO if i % 2 else TransitionSource.POLICY)
+    return replay
+
+
+def image_cached_case(trials: int, per_trial: int, peak: float) -> dict:
+    config = image_config("resnet10", frozen=True, cached=True, shift=0)
+    agent = RLPDAgent(config)
+    replay = fill_image_replay(config.spec, 600)
+    for buffer in replay.buffers().values():
+        buffer.enable_feature_cache(agent.encoder.feature_shapes)
+    # Encoding cost, paid once per stored frame: time it on 64 frames.
+    online = replay.online
+    online.frame_feature_ready[:] = True
+    online.frame_feature_ready[:64] = False
+    start = time.perf_counter()
+    online.refresh_features(agent.encode_for_cache, chunk_size=64)
+    frames_per_s = 64 / (time.perf_counter() - start)
+    # The update does not depend on the cached values: fill the rest at random.
+    rng = np.random.default_rng(1)
+    for buffer in replay.buffers().values():
+        for camera in CAMERAS:
+            features = buffer.frame_features[camera]
+            features[64:] = rng.standard_normal(features[64:].shape).astype(np.float16)
+        buffer.frame_feature_ready[:] = True
+
+    def step():
+        agent.update(replay.sample(BATCH, agent.rng))
+
+    result = time_updates(step, trials, per_trial, warmup=3, peak=peak)
+    result["feature_cache_frames_per_s"] = round(frames_per_s, 1)
+    result["note"] = ("frozen ResNet-10 features cached per stored frame (both cameras); "
+                      "no pixel random shift (it cannot apply to cached features)")
+    return result
+
+
+def image_pixels_case(backbone: str, frozen: bool, trials: int, per_trial: int, warmup: int,
+                      peak: float) -> dict:
+    config = image_config(backbone, frozen=frozen, cached=False, shift=4)
+    agent = RLPDAgent(config)
+    replay = fill_image_replay(config.spec, 600)
+
+    def step():
+        agent.update(replay.sample(BATCH, agent.rng))
+
+    result = time_updates(step, trials, per_trial, warmup=warmup, peak=peak)
+    result["note"] = (f"{backbone} backbone, {'frozen' if frozen else 'trainable'}, random shift "
+                      "pad 4: each batch's shifted images encoded once (obs and next obs)")
+    return result
+
+
+def sb3_case(trials: int, per_trial: int, peak: float) -> dict:
+    try:
+        import gymnasium as gym
+        from stable_baselines3 import SAC
+    except ImportError as error:
+        return {"skipped": f"stable-baselines3 not installed ({error}); "
+                           "pip install stable-baselines3 to compare"}
+
+    class RandomStateEnv(gym.Env):
+        observation_space = gym.spaces.Box(-5, 5, (STATE_DIM,), np.float32)
+        action_space = gym.spaces.Box(-1, 1, (ACTION_DIM,), np.float32)
+
+        def reset(self, seed=None, options=None):
+            return np.zeros(STATE_DIM, np.float32), {}
+
+        def step(self, action):
+            return np.random.standard_normal(STATE_DIM).astype(np.float32), 0.0, False, False, {}
+
+    model = SAC("MlpPolicy", RandomStateEnv(), batch_size=BATCH, learning_starts=0,
+                device="cpu", verbose=0, seed=0)
+    model.learn(2000)
+
+    def step():
+        model.train(gradient_steps=1, batch_size=BATCH)
+
+    result = time_updates(step, trials, per_trial, warmup=10, peak=peak)
+    import stable_baselines3
+    result["note"] = f"stable-baselines3 {stable_baselines3.__version__} SAC, MlpPolicy 256x256"
+    return result
+
+
+def buffer_memory_ratio() -> dict:
+    spec = ObservationSpec(state_dim=STATE_DIM, action_dim=ACTION_DIM, camera_names=CAMERAS,
+                           image_size=128, has_gripper=True)
+    buffer = ReplayBuffer(spec, capacity=100_000)  # np.zeros: pages untouched until written
+    raw = 100_000 * len(CAMERAS) * 128 * 128 * 3
+    return {"image_buffer_bytes_ratio": round(buffer.nbytes / raw, 4),
+            "image_buffer_bytes": buffer.nbytes, "raw_image_bytes": raw}
+
+
+# ----------------------------------------------------------------------- main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    parser.add_argument("--quick", action="store_true", help="fewer trials (under a minute)")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    allocator_tuned = keep_freed_memory_in_process()
+    quick = args.quick
+    trials = 3 if quick else 7
+    peak = peak_matmul_gflops()
+    results: dict[str, dict] = {}
+    started = time.perf_counter()
+    results["state_2q"] = state_case(2, trials, 20 if quick else 60, peak)
+    results["state_10q"] = state_case(10, trials, 8 if quick else 20, peak)
+    results["sb3_sac_state"] = sb3_case(trials, 20 if quick else 60, peak)
+    results["image_2cam"] = image_cached_case(trials, 5 if quick else 15, peak)
+    results["image_2cam_trainable_small_cnn"] = image_pixels_case(
+        "small_cnn", False, trials if not quick else 2, 2 if quick else 5, 1, peak)
+    if quick:
+        results["image_2cam_frozen_shift"] = {"skipped": "slow (seconds per update); run without --quick"}
+        results["image_2cam_trainable"] = {"skipped": "slow (seconds per update); run without --quick"}
+    else:
+        results["image_2cam_frozen_shift"] = image_pixels_case("resnet10", True, 2, 1, 1, peak)
+        results["image_2cam_trainable"] = image_pixels_case("resnet10", False, 2, 1, 1, peak)
+    memory = buffer_memory_ratio()
+    report = {"results": results, **memory,
+              "machine": {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                          "cpu_count": os.cpu_count(), "peak_matmul_gflops": round(peak, 1),
+                          "malloc_keeps_freed_memory": allocator_tuned},
+              "quick": quick, "wall_s": round(time.perf_counter() - started, 1)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(f"{'case':34s} {'updates/s':>10s} {'GFLOP/s':>8s} {'of peak':>8s} {'others':>7s}")
+    for name, entry in results.items():
+        if "skipped" in entry:
+            print(f"{name:34s} skipped: {entry['skipped']}")
+            continue
+        print(f"{name:34s} {entry['updates_per_s']:10.2f} {entry['gflops']:8.1f} "
+              f"{entry['fraction_of_peak']:8.1%} {entry['other_processes_cpu_cores']:7.2f}")
+    print(f"peak float32 matmul: {peak:.1f} GFLOP/s; 100k two-camera buffer / raw uint8 images: "
+          f"{memory['image_buffer_bytes_ratio']:.4f}; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
