@@ -43,7 +43,7 @@ class BridgeParams:
     rpy_low: tuple[float, ...] = ()
     rpy_high: tuple[float, ...] = ()
     max_tracking_error: float = 0.0
-    command_timeout: float = 0.25
+    command_timeout: float = 0.15
     """Realtime mode: a command older than this is replaced by hold (watchdog)."""
     frame_id: str = "base"
     privileged_state: bool = True
