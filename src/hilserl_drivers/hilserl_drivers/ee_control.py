@@ -13,6 +13,9 @@ The chain, one call per control step:
    a blocked arm never accumulates a far-away target that it would jump to).
 3. ``ArmIK.solve``: differential IK with ``mink`` on the arm's own MJCF (position +
    orientation task, posture regularisation, joint limits) -> joint position targets.
+4. ``limit_joint_step``: forward kinematics of the IK answer is checked against the box
+   and the step limit; an offending joint step is shortened (or the arm holds), so both
+   hold exactly for the commanded pose whatever the IK does.
 
 Positions are in the robot base frame. Orientation targets are roll/pitch/yaw offsets
 applied to a nominal end-effector orientation (the orientation at the arm's home pose),
