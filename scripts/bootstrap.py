@@ -37,9 +37,10 @@ INSTALL = ROOT / "install"
 # Debian packages (apt name → a file that proves it is installed).
 SYSTEM_PACKAGES = {
     "libegl1": "/usr/lib/x86_64-linux-gnu/libEGL.so.1",
-    "libgl1": "/usr/lib/x86_64-linux-gnu/libGL.so.1",
     "libegl-mesa0": "/usr/lib/x86_64-linux-gnu/libEGL_mesa.so.0",
     "libgl1-mesa-dri": "/usr/lib/x86_64-linux-gnu/dri/swrast_dri.so",
+    "libopengl0": "/usr/lib/x86_64-linux-gnu/libOpenGL.so.0",
+    "libgbm1": "/usr/lib/x86_64-linux-gnu/libgbm.so.1",
     "libosmesa6": "/usr/lib/x86_64-linux-gnu/libOSMesa.so.6",
     "libhidapi-hidraw0": "/usr/lib/x86_64-linux-gnu/libhidapi-hidraw.so.0",
 }
