@@ -99,10 +99,10 @@ class ReplayConfig:
 class CheckpointConfig:
     """Where and how checkpoints are written."""
 
-    directory: str = "checkpoints"  # root folder; each checkpoint is a sub-folder
-    keep_last: int = 2  # complete checkpoints kept (older ones pruned after a save)
-    include_buffers: bool = True  # also save the replay buffers (needed for exact resume)
-    verify_digests: bool = True  # check sha256 of every file on load
+    directory: str = "checkpoints"  # root folder (save_checkpoint's root); one sub-folder each
+    keep_last: int = 2  # complete checkpoints kept (save_checkpoint's keep_last)
+    include_buffers: bool = True  # pass the replay to save_checkpoint (needed for exact resume)
+    verify_digests: bool = True  # load_checkpoint's check_digests: sha256 of every file
 
     def __post_init__(self) -> None:
         if not isinstance(self.directory, str) or not self.directory:

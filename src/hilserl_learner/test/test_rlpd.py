@@ -250,3 +250,48 @@ def test_act_is_deterministic_in_evaluation_and_explores_in_training():
     assert len(samples) == 5
     grippers = {agent.act(obs, deterministic=False, env_step=0)[1] for _ in range(200)}
     assert grippers == {0, 1, 2}  # epsilon 0.2 at step 0 tries every command
+
+
+def test_full_update_matches_separate_losses_on_pre_step_parameters(monkeypatch):
+    """The one-pass full update has exactly the gradients of the separate losses."""
+    agent = RLPDAgent(small_config(num_critics=4, subset=2, has_gripper=True,
+                                   critic_actor_ratio=1, backup_entropy=True))
+    batch = make_batch(agent.config.spec, rewards=torch.linspace(0, 1, 8), penalties=-0.02)
+    captured = {}
+    monkeypatch.setattr(agent.optimizer, "step", lambda: captured.update(
+        {n: p.grad.clone() for n, p in named_trainables(agent) if p.grad is not None}))
+    torch.manual_seed(11)
+    metrics = agent.update_critic_and_actor(batch, batch.observations["state"],
+                                            batch.next_observations["state"])
+
+    # Reference: the same losses, each differentiated separately with plain autograd.
+    agent.optimizer.zero_grad(set_to_none=True)
+    obs, nxt = batch.observations["state"], batch.next_observations["state"]
+    torch.manual_seed(11)
+    with torch.no_grad():
+        next_a, next_logp = agent.actor.sample(nxt)
+        members = agent.sample_target_members()
+        next_q = agent.target_critic(nxt, next_a, members).amin(0) - agent.temperature * next_logp
+        target = batch.rewards + 0.97 * next_q
+    actions, log_probs = agent.actor.sample(obs)
+    critic_loss = (agent.critic(obs, batch.actions) - target).square().mean()
+    q_pi = agent.critic(obs, actions, detach_params=True).mean(0)
+    actor_loss = (agent.temperature * log_probs - q_pi).mean()
+    entropy = -log_probs.detach().mean()
+    temperature_loss = agent.log_alpha * (entropy - agent.target_entropy)
+    grasp_loss = agent._grasp_loss(batch, obs, nxt)[0]
+    (critic_loss + actor_loss + temperature_loss + grasp_loss).backward()
+    expected = {n: p.grad for n, p in named_trainables(agent) if p.grad is not None}
+    assert math.isclose(float(metrics["losses/critic"]), critic_loss.item(), rel_tol=1e-5)
+    assert math.isclose(float(metrics["losses/actor"]), actor_loss.item(), rel_tol=1e-5)
+    assert set(captured) == set(expected)
+    assert any(n.startswith("actor.") for n in expected) and "log_alpha" in expected
+    for name, grad in expected.items():
+        torch.testing.assert_close(captured[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def named_trainables(agent):
+    for name, module in agent.modules().items():
+        for key, param in module.named_parameters():
+            yield f"{name}.{key}", param
+    yield "log_alpha", agent.log_alpha
