@@ -158,8 +158,11 @@ class ImageHead(nn.Module):
 
     def forward(self, feature_map: torch.Tensor, dropout: bool = True) -> torch.Tensor:
         batch, channels = feature_map.shape[:2]
-        flat = feature_map.reshape(batch, channels, -1).transpose(0, 1)  # (C, B, HW)
-        embedded = torch.bmm(flat, self.kernel).transpose(0, 1).reshape(batch, -1)
+        # (C, HW, B) layout: per channel a (K x HW) @ (HW x B) product, ~3x faster
+        # on CPU than (B x HW) @ (HW x K); the permute copy also does float16 -> float32.
+        flat = feature_map.permute(1, 2, 3, 0).reshape(channels, -1, batch).to(torch.float32)
+        embedded = torch.bmm(self.kernel.transpose(1, 2), flat)  # (C, K, B)
+        embedded = embedded.permute(2, 0, 1).reshape(batch, -1)  # (B, C * K)
         p = self.dropout.p
         if dropout and self.training and p > 0:
             # Same as nn.Dropout; rand + compare is ~1.6x cheaper than bernoulli_ on CPU.
@@ -237,8 +240,7 @@ class ObservationEncoder(nn.Module):
     def head(self, feature_maps: dict[str, torch.Tensor], state: torch.Tensor | None,
              dropout: bool = True) -> torch.Tensor:
         """Backbone feature maps (+ state) -> feature vector (B, output_dim)."""
-        parts = [self.heads[c](feature_maps[c].to(torch.float32), dropout)
-                 for c in self.camera_names]
+        parts = [self.heads[c](feature_maps[c], dropout) for c in self.camera_names]
         if self.state_head is not None:
             parts.append(self.state_head(state))
         return torch.cat(parts, dim=-1)
