@@ -15,7 +15,8 @@ Cases (batch 256, state 21-D, action 4-D, float32, 2 torch threads):
   sb3_sac_state         Stable-Baselines3 SAC, same dims and batch (reference;
                         skipped with a note if stable-baselines3 is missing)
 
-Each entry reports the median updates/s over timed trials, the matmul/conv
+Each entry reports the median updates/s over timed trials (the state cases
+and SB3 interleaved trial by trial, with the per-trial ratio to SB3), the matmul/conv
 GFLOP/s that implies (FLOPs counted by torch.utils.flop_counter over real
 updates), the measured float32 matmul peak of this machine and the fraction
 of it, and how busy the CPUs were with other processes while it ran (this
@@ -87,19 +88,8 @@ def count_flops(step, repeats: int = 2) -> float:
     return counter.get_total_flops() / repeats
 
 
-def time_updates(step, trials: int, per_trial: int, warmup: int, peak: float) -> dict:
-    for _ in range(warmup):
-        step()
-    flops = count_flops(step)
-    rates, busy = [], []
-    for _ in range(trials):
-        marks, start = cpu_marks(), time.perf_counter()
-        for _ in range(per_trial):
-            step()
-        elapsed = time.perf_counter() - start
-        end = cpu_marks()
-        rates.append(per_trial / elapsed)
-        busy.append(max(0.0, (end[0] - marks[0]) - (end[1] - marks[1])) / elapsed)
+def summarize(rates: list[float], busy: list[float], per_trial: int, flops: float,
+              peak: float) -> dict:
     rate = statistics.median(rates)
     gflops = rate * flops / 1e9
     return {"updates_per_s": round(rate, 2), "best_updates_per_s": round(max(rates), 2),
@@ -109,8 +99,36 @@ def time_updates(step, trials: int, per_trial: int, warmup: int, peak: float) ->
             "other_processes_cpu_cores": round(statistics.median(busy), 2)}
 
 
+def time_interleaved(cases: dict[str, tuple], trials: int, peak: float) -> dict[str, dict]:
+    """Time several cases round-robin, trial by trial, so that each trial of every
+    case sees the same machine conditions (this VM's speed drifts by +-30%).
+
+    cases: name -> (step, updates_per_trial, warmup_updates).
+    """
+    flops, rates, busy = {}, {n: [] for n in cases}, {n: [] for n in cases}
+    for name, (step, _, warmup) in cases.items():
+        for _ in range(warmup):
+            step()
+        flops[name] = count_flops(step)
+    for _ in range(trials):
+        for name, (step, per_trial, _) in cases.items():
+            marks, start = cpu_marks(), time.perf_counter()
+            for _ in range(per_trial):
+                step()
+            elapsed = time.perf_counter() - start
+            end = cpu_marks()
+            rates[name].append(per_trial / elapsed)
+            busy[name].append(max(0.0, (end[0] - marks[0]) - (end[1] - marks[1])) / elapsed)
+    return {name: summarize(rates[name], busy[name], cases[name][1], flops[name], peak)
+            for name in cases}
+
+
+def time_updates(step, trials: int, per_trial: int, warmup: int, peak: float) -> dict:
+    return time_interleaved({"case": (step, per_trial, warmup)}, trials, peak)["case"]
+
+
 # ---------------------------------------------------------------------- cases
-def state_case(num_critics: int, trials: int, per_trial: int, peak: float) -> dict:
+def state_step(num_critics: int):
     spec = ObservationSpec(state_dim=STATE_DIM, action_dim=ACTION_DIM)
     config = LearnerConfig(spec=spec, networks=NetworkConfig(
         critic=CriticConfig(num_critics=num_critics, target_subset_size=2)))
@@ -126,7 +144,7 @@ def state_case(num_critics: int, trials: int, per_trial: int, peak: float) -> di
     def step():
         agent.update(replay.sample(BATCH, agent.rng))
 
-    return time_updates(step, trials, per_trial, warmup=10, peak=peak)
+    return step
 
 
 def image_config(backbone: str, frozen: bool, cached: bool, shift: int) -> LearnerConfig:
@@ -195,13 +213,15 @@ def image_pixels_case(backbone: str, frozen: bool, trials: int, per_trial: int, 
     return result
 
 
-def sb3_case(trials: int, per_trial: int, peak: float) -> dict:
+def sb3_step():
+    """(train step, version) of Stable-Baselines3 SAC, or (None, why it is skipped)."""
     try:
         import gymnasium as gym
+        import stable_baselines3
         from stable_baselines3 import SAC
     except ImportError as error:
-        return {"skipped": f"stable-baselines3 not installed ({error}); "
-                           "pip install stable-baselines3 to compare"}
+        return None, (f"stable-baselines3 not installed ({error}); "
+                      "pip install stable-baselines3 to compare")
 
     class RandomStateEnv(gym.Env):
         observation_space = gym.spaces.Box(-5, 5, (STATE_DIM,), np.float32)
@@ -213,17 +233,15 @@ def sb3_case(trials: int, per_trial: int, peak: float) -> dict:
         def step(self, action):
             return np.random.standard_normal(STATE_DIM).astype(np.float32), 0.0, False, False, {}
 
-    model = SAC("MlpPolicy", RandomStateEnv(), batch_size=BATCH, learning_starts=0,
+    # learning_starts above the collected steps: learn() only fills the buffer.
+    model = SAC("MlpPolicy", RandomStateEnv(), batch_size=BATCH, learning_starts=10_000,
                 device="cpu", verbose=0, seed=0)
     model.learn(2000)
 
     def step():
         model.train(gradient_steps=1, batch_size=BATCH)
 
-    result = time_updates(step, trials, per_trial, warmup=10, peak=peak)
-    import stable_baselines3
-    result["note"] = f"stable-baselines3 {stable_baselines3.__version__} SAC, MlpPolicy 256x256"
-    return result
+    return step, stable_baselines3.__version__
 
 
 def buffer_memory_ratio() -> dict:
@@ -248,9 +266,21 @@ def main() -> None:
     peak = peak_matmul_gflops()
     results: dict[str, dict] = {}
     started = time.perf_counter()
-    results["state_2q"] = state_case(2, trials, 20 if quick else 60, peak)
-    results["state_10q"] = state_case(10, trials, 8 if quick else 20, peak)
-    results["sb3_sac_state"] = sb3_case(trials, 20 if quick else 60, peak)
+    per_trial = 20 if quick else 60
+    cases = {"state_2q": (state_step(2), per_trial, 10),
+             "state_10q": (state_step(10), per_trial // 3, 5)}
+    sb3, sb3_info = sb3_step()
+    if sb3 is not None:
+        cases["sb3_sac_state"] = (sb3, per_trial, 10)
+    results.update(time_interleaved(cases, trials, peak))
+    if sb3 is None:
+        results["sb3_sac_state"] = {"skipped": sb3_info}
+    else:
+        results["sb3_sac_state"]["note"] = f"stable-baselines3 {sb3_info} SAC, MlpPolicy 256x256"
+        for name in ("state_2q", "state_10q"):  # trial-by-trial ratio, same conditions
+            ratios = [a / b for a, b in zip(results[name]["trials"],
+                                            results["sb3_sac_state"]["trials"])]
+            results[name]["ratio_to_sb3"] = round(statistics.median(ratios), 3)
     results["image_2cam"] = image_cached_case(trials, 5 if quick else 15, peak)
     results["image_2cam_trainable_small_cnn"] = image_pixels_case(
         "small_cnn", False, trials if not quick else 2, 2 if quick else 5, 1, peak)
@@ -268,13 +298,15 @@ def main() -> None:
               "quick": quick, "wall_s": round(time.perf_counter() - started, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
-    print(f"{'case':34s} {'updates/s':>10s} {'GFLOP/s':>8s} {'of peak':>8s} {'others':>7s}")
+    print(f"{'case':34s} {'updates/s':>10s} {'GFLOP/s':>8s} {'of peak':>8s} {'others':>7s} "
+          f"{'vs SB3':>7s}")
     for name, entry in results.items():
         if "skipped" in entry:
             print(f"{name:34s} skipped: {entry['skipped']}")
             continue
+        ratio = f"{entry['ratio_to_sb3']:6.2f}x" if "ratio_to_sb3" in entry else ""
         print(f"{name:34s} {entry['updates_per_s']:10.2f} {entry['gflops']:8.1f} "
-              f"{entry['fraction_of_peak']:8.1%} {entry['other_processes_cpu_cores']:7.2f}")
+              f"{entry['fraction_of_peak']:8.1%} {entry['other_processes_cpu_cores']:7.2f} {ratio:>7s}")
     print(f"peak float32 matmul: {peak:.1f} GFLOP/s; 100k two-camera buffer / raw uint8 images: "
           f"{memory['image_buffer_bytes_ratio']:.4f}; wrote {args.out}")
 
