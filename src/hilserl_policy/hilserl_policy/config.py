@@ -17,6 +17,7 @@ from typing import Any
 
 ACTIVATION_NAMES = ("tanh", "relu", "silu", "gelu")
 BACKBONE_NAMES = ("small_cnn", "resnet10")
+PRECISIONS = ("float32", "bfloat16")
 GRIPPER_EXPLORATION_MODES = ("none", "epsilon", "boltzmann")
 
 
@@ -94,6 +95,10 @@ class EncoderConfig:
     state_latent_dim: int = 64  # proprio Linear -> LayerNorm -> tanh (used with images only)
     dropout: float = 0.1  # dropout after the spatial embeddings (official: 0.1)
     random_shift_pad: int = 4  # random-shift augmentation padding in pixels (0: off)
+    # Matmul precision of each image head's Linear (spatial embeddings -> latent):
+    # "bfloat16" (mixed precision: bf16 inputs/weights, float32 accumulation,
+    # float32 parameters, gradients, optimiser state and LayerNorm) or "float32".
+    head_precision: str = "bfloat16"
 
     def __post_init__(self) -> None:
         _check_choice(self, "backbone", BACKBONE_NAMES)
@@ -105,6 +110,7 @@ class EncoderConfig:
         _check_positive_int(self, "state_latent_dim")
         _check_finite(self, "dropout", 0.0, 0.99)
         _check_positive_int(self, "random_shift_pad", allow_zero=True)
+        _check_choice(self, "head_precision", PRECISIONS)
 
 
 @dataclass

@@ -24,16 +24,18 @@ import torch
 _EPS = 1e-5
 
 
-def _activate(y2_or_y: torch.Tensor, activation: str) -> torch.Tensor:
-    if activation == "tanh":  # the caller passed 2y (pre-doubled affine)
-        return torch.sigmoid(y2_or_y).mul_(2.0).sub_(1.0)
-    return torch.relu(y2_or_y)
+def _affine(activation: str) -> tuple[float, float]:
+    """(a, c) with activation(y) = a * f(a * y) + c for the f this module applies:
+    tanh(y) = 2 sigmoid(2y) - 1, relu(y) = relu(y)."""
+    return (2.0, -1.0) if activation == "tanh" else (1.0, 0.0)
 
 
-def _activation_backward(grad: torch.Tensor, out: torch.Tensor, activation: str) -> torch.Tensor:
-    if activation == "tanh":
-        return torch.ops.aten.tanh_backward(grad, out)
-    return torch.ops.aten.threshold_backward(grad, out, 0.0)
+def _fold(weight: torch.Tensor, bias: torch.Tensor, a: float, c: float
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a * W, b + c * 1^T W): (a s + c) @ W + b == s @ (a W) + (b + c 1^T W)."""
+    if a == 1.0 and c == 0.0:
+        return weight, bias
+    return weight * a, torch.add(bias, weight.sum(1, keepdim=True), alpha=c)
 
 
 class EnsembleMLPFunction(torch.autograd.Function):
@@ -43,6 +45,11 @@ class EnsembleMLPFunction(torch.autograd.Function):
     as hidden_w[i] (k, Hi, Hi+1), hidden_b[i] (k, 1, Hi+1), norm_w[j] / norm_b[j]
     (k, 1, Hj) for every hidden layer j, out_w (k, H, O), out_b (k, 1, O).
     Output (k, rows, O).
+
+    Every activation tensor is (k, rows, H) (layer 1 too: a batched matmul
+    against the (in, k, H) weight view, so no transposes). For tanh the saved
+    activation is s = sigmoid(2y) and tanh(y) = 2s - 1 is folded into the next
+    layer's weights and bias (three elementwise passes per layer instead of five).
     """
 
     @staticmethod
@@ -54,25 +61,23 @@ class EnsembleMLPFunction(torch.autograd.Function):
         norm_w = params[2 + 2 * n_hidden:2 + 2 * n_hidden + n_norm]
         norm_b = params[2 + 2 * n_hidden + n_norm:2 + 2 * n_hidden + 2 * n_norm]
         out_w, out_b = params[-2], params[-1]
-        rows, k, width = x.shape[0], out_w.shape[0], norm_w[0].shape[-1]
-        scale = 2.0 if activation == "tanh" else 1.0  # tanh(y) = 2 sigmoid(2y) - 1
+        rows, in_dim = x.shape
+        k, width = out_w.shape[0], norm_w[0].shape[-1]
+        a, c = _affine(activation)
         saved = []
-        z = torch.addmm(first_b, x, first_w).view(rows, k, width)
-        n, mean, rstd = torch.native_layer_norm(z, (width,), None, None, _EPS)
-        t = _activate(torch.addcmul(norm_b[0].view(k, width) * scale, n,
-                                    norm_w[0].view(k, width) * scale), activation)
-        saved += [z, n, mean, rstd, t]
-        h = t.transpose(0, 1)
-        for i in range(n_hidden):
-            z = torch.baddbmm(hidden_b[i], h, hidden_w[i])
+        w1 = first_w.view(in_dim, k, width).transpose(0, 1)  # (k, in, H) view
+        z = torch.baddbmm(first_b.view(k, 1, width), x.expand(k, rows, in_dim), w1)
+        for j in range(n_hidden + 1):
             n, mean, rstd = torch.native_layer_norm(z, (z.shape[-1],), None, None, _EPS)
-            h = _activate(torch.addcmul(norm_b[i + 1] * scale, n, norm_w[i + 1] * scale),
-                          activation)
-            saved += [z, n, mean, rstd, h]
-        q = torch.baddbmm(out_b, h, out_w)
+            s = torch.addcmul(norm_b[j] * a, n, norm_w[j] * a)
+            s = torch.sigmoid_(s) if activation == "tanh" else torch.relu_(s)
+            saved += [z, n, mean, rstd, s]
+            weight, bias = (hidden_w[j], hidden_b[j]) if j < n_hidden else (out_w, out_b)
+            weight, bias = _fold(weight, bias, a, c)
+            z = torch.baddbmm(bias, s, weight)
         ctx.save_for_backward(x, *params, *saved)
         ctx.config = (param_grad_rows, activation, n_hidden)
-        return q
+        return z
 
     @staticmethod
     def backward(ctx, grad_q):
@@ -88,50 +93,58 @@ class EnsembleMLPFunction(torch.autograd.Function):
         want = ctx.needs_input_grad[4:]
         want_params = rows_p > 0 and any(want)
         grads: list[torch.Tensor | None] = [None] * n_params
+        rows, in_dim = x.shape
         k, width = out_w.shape[0], norm_w[0].shape[-1]
+        a, c = _affine(activation)
 
         layer = [saved[5 * j:5 * j + 5] for j in range(n_hidden + 1)]
-        h_last = layer[-1][4]
-        if want_params:
-            g_p = grad_q[:, :rows_p]
-            grads[-2] = torch.bmm(h_last[:, :rows_p].transpose(1, 2), g_p)
-            grads[-1] = g_p.sum(1, keepdim=True)
-        if out_w.shape[-1] == 1:  # a Q head: the outer product is a broadcast multiply
-            grad_h = grad_q * out_w.transpose(1, 2)  # (k, rows, H)
-        else:
-            grad_h = torch.bmm(grad_q, out_w.transpose(1, 2))
-        for j in range(n_hidden, -1, -1):
-            z, n, mean, rstd, t = layer[j]
-            first = j == 0
-            if first:  # layer-1 tensors are (rows, k, H); grads arrive as (k, rows, H)
-                grad_h = grad_h.transpose(0, 1)
-            grad_y = _activation_backward(grad_h, t, activation)
-            if want_params:
-                dims = 0 if first else 1
-                gy, nn_ = (grad_y[:rows_p], n[:rows_p]) if first else (
-                    grad_y[:, :rows_p], n[:, :rows_p])
-                g_gamma = (gy * nn_).sum(dims, keepdim=not first)
-                g_beta = gy.sum(dims, keepdim=not first)
-                grads[2 + 2 * n_hidden + j] = g_gamma.view_as(norm_w[j])
-                grads[2 + 2 * n_hidden + n_norm + j] = g_beta.view_as(norm_w[j])
-            gamma = norm_w[j].view(k, width) if first else norm_w[j]
-            grad_n = grad_y * gamma
-            grad_z = torch.ops.aten.native_layer_norm_backward(
-                grad_n, z, (z.shape[-1],), mean, rstd, None, None, [True, False, False])[0]
-            if not first:
-                h_prev = layer[j - 1][4]
-                h_prev = h_prev.transpose(0, 1) if j - 1 == 0 else h_prev
+        grad_z = grad_q
+        for j in range(n_hidden + 1, -1, -1):
+            # grad_z: gradient of layer j's pre-LayerNorm output (j = n_hidden + 1: q).
+            if j == 0:
                 if want_params:
                     gz = grad_z[:, :rows_p]
-                    grads[2 + j - 1] = torch.bmm(h_prev[:, :rows_p].transpose(1, 2), gz)
-                    grads[2 + n_hidden + j - 1] = gz.sum(1, keepdim=True)
-                grad_h = torch.bmm(grad_z, hidden_w[j - 1].transpose(1, 2))
+                    xt = x[:rows_p].t().expand(k, in_dim, rows_p)
+                    grads[0] = torch.bmm(xt, gz).transpose(0, 1).reshape(in_dim, k * width)
+                    grads[1] = gz.sum(1).reshape(-1)
+                grad_x = None
+                if ctx.needs_input_grad[0]:
+                    w1t = first_w.view(in_dim, k, width).permute(1, 2, 0)  # (k, H, in)
+                    grad_x = torch.bmm(grad_z, w1t).sum(0)
+                break
+            s_prev = layer[j - 1][4]
+            weight = hidden_w[j - 1] if j <= n_hidden else out_w
+            w_index = 2 + j - 1 if j <= n_hidden else n_params - 2
+            b_index = 2 + n_hidden + j - 1 if j <= n_hidden else n_params - 1
+            if want_params:
+                gz = grad_z[:, :rows_p]
+                g_bias = gz.sum(1, keepdim=True)
+                grads[b_index] = g_bias
+                # d/dW of (a s + c) @ W: a s^T g + c 1^T g.
+                grads[w_index] = torch.baddbmm(g_bias, s_prev[:, :rows_p].transpose(1, 2), gz,
+                                               beta=c, alpha=a) if c != 0.0 else torch.bmm(
+                    s_prev[:, :rows_p].transpose(1, 2), gz)
+            if weight.shape[-1] == 1:  # a Q head: the outer product is a broadcast multiply
+                grad_s = grad_z * (weight.transpose(1, 2) * a)
             else:
-                flat = grad_z.reshape(grad_z.shape[0], -1)  # (rows, k * H)
-                if want_params:
-                    grads[0] = torch.mm(x[:rows_p].t(), flat[:rows_p])
-                    grads[1] = flat[:rows_p].sum(0)
-                grad_x = torch.mm(flat, first_w.t()) if ctx.needs_input_grad[0] else None
+                grad_s = torch.bmm(grad_z, weight.transpose(1, 2) * a)
+            z, n, mean, rstd, s = layer[j - 1]
+            if activation == "tanh":  # s = sigmoid(y2), y2 = a (n * gamma + beta)
+                grad_y = torch.ops.aten.sigmoid_backward(grad_s, s)
+            else:
+                grad_y = torch.ops.aten.threshold_backward(grad_s, s, 0.0)
+            if want_params:
+                gy = grad_y[:, :rows_p]
+                g_gamma = (gy * n[:, :rows_p]).sum(1, keepdim=True)
+                g_beta = gy.sum(1, keepdim=True)
+                if a != 1.0:
+                    g_gamma.mul_(a)
+                    g_beta.mul_(a)
+                grads[2 + 2 * n_hidden + j - 1] = g_gamma
+                grads[2 + 2 * n_hidden + n_norm + j - 1] = g_beta
+            grad_n = grad_y * (norm_w[j - 1] * a)
+            grad_z = torch.ops.aten.native_layer_norm_backward(
+                grad_n, z, (z.shape[-1],), mean, rstd, None, None, [True, False, False])[0]
         grads = [g if w else None for g, w in zip(grads, want)]
         return (grad_x, None, None, None, *grads)
 

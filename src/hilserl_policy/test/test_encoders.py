@@ -6,7 +6,9 @@ import torch.nn.functional as F
 
 from hilserl_policy.config import EncoderConfig, ObservationSpec
 from hilserl_policy.encoders import (
+    ImageHead,
     ObservationEncoder,
+    dropout_keep_mask,
     ResNet10,
     feature_key,
     random_shift,
@@ -102,3 +104,46 @@ def test_state_only_encoder_is_identity():
     enc = ObservationEncoder(ObservationSpec(state_dim=4, action_dim=2), EncoderConfig())
     state = torch.randn(3, 4)
     assert enc.output_dim == 4 and torch.equal(enc({"state": state}), state)
+
+
+def test_dropout_keep_mask_rate_and_independence():
+    torch.manual_seed(0)
+    keep, p_eff = dropout_keep_mask((512, 1000), 0.1)
+    assert keep.dtype == torch.bool and keep.shape == (512, 1000)
+    assert abs(p_eff - 0.1) < 1e-4
+    assert abs(1.0 - keep.float().mean().item() - p_eff) < 0.003
+    # Lanes of one 64-bit draw are independent: neighbours agree as often as chance says.
+    flat = keep.flatten().float()
+    both_dropped = ((1 - flat[0::4]) * (1 - flat[1::4])).mean().item()
+    assert abs(both_dropped - p_eff ** 2) < 0.003
+    assert dropout_keep_mask((7,), 0.5)[0].shape == (7,)
+
+
+@pytest.mark.parametrize("dropout", [False, True])
+def test_bfloat16_head_is_close_to_float32(dropout):
+    """Mixed-precision head: same parameters, outputs and gradients within bf16 rounding."""
+    torch.manual_seed(0)
+    heads = {}
+    for precision in ("float32", "bfloat16"):
+        torch.manual_seed(0)
+        heads[precision] = ImageHead(64, 4, 4, 8, 32, 0.1, precision)
+    features = torch.randn(16, 64, 4, 4).half()
+    outs, grads = {}, {}
+    for precision, head in heads.items():
+        torch.manual_seed(3)  # same dropout mask for both
+        out = head(features, dropout=dropout)
+        assert out.dtype == torch.float32
+        (out * torch.linspace(-1, 1, 32)).sum().backward()
+        outs[precision] = out.detach()
+        grads[precision] = {n: p.grad for n, p in head.named_parameters()}
+        assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32
+                   for p in head.parameters())
+    torch.testing.assert_close(outs["bfloat16"], outs["float32"], atol=0.03, rtol=0.03)
+    for name, ref in grads["float32"].items():
+        got = grads["bfloat16"][name]
+        assert (got - ref).norm() <= 0.03 * ref.norm() + 1e-6, name
+
+
+def test_head_precision_is_validated():
+    with pytest.raises(ValueError, match="EncoderConfig.head_precision"):
+        EncoderConfig(head_precision="float16")
