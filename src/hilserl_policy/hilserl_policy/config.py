@@ -99,6 +99,10 @@ class EncoderConfig:
     # "bfloat16" (mixed precision: bf16 inputs/weights, float32 accumulation,
     # float32 parameters, gradients, optimiser state and LayerNorm) or "float32".
     head_precision: str = "bfloat16"
+    # Precision of the backbone convolutions: "bfloat16" runs them under
+    # torch.autocast (bf16 convs, float32 weights, gradients and optimiser
+    # state; feature maps come out in bfloat16) or "float32".
+    backbone_precision: str = "bfloat16"
 
     def __post_init__(self) -> None:
         _check_choice(self, "backbone", BACKBONE_NAMES)
@@ -111,6 +115,7 @@ class EncoderConfig:
         _check_finite(self, "dropout", 0.0, 0.99)
         _check_positive_int(self, "random_shift_pad", allow_zero=True)
         _check_choice(self, "head_precision", PRECISIONS)
+        _check_choice(self, "backbone_precision", PRECISIONS)
 
 
 @dataclass

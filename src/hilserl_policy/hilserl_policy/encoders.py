@@ -262,10 +262,16 @@ class ObservationEncoder(nn.Module):
 
     def backbone_features(self, images: dict[str, torch.Tensor],
                           augment: bool) -> dict[str, torch.Tensor]:
-        """uint8 (B, H, W, 3) per camera -> backbone feature maps (B, C, h, w)."""
+        """uint8 (B, H, W, 3) per camera -> backbone feature maps (B, C, h, w).
+
+        Feature maps are bfloat16 with ``backbone_precision="bfloat16"`` (the
+        head converts them on its first copy), else float32.
+        """
         pad = self.config.random_shift_pad
         features = {}
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_backbone):
+        bf16 = self.config.backbone_precision == "bfloat16"
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_backbone), \
+                torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             for camera, backbone in self.backbones.items():
                 pixels = images[camera]
                 if augment and pad > 0:

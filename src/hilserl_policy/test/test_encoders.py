@@ -147,3 +147,32 @@ def test_bfloat16_head_is_close_to_float32(dropout):
 def test_head_precision_is_validated():
     with pytest.raises(ValueError, match="EncoderConfig.head_precision"):
         EncoderConfig(head_precision="float16")
+
+
+@pytest.mark.parametrize("backbone", ["small_cnn", "resnet10"])
+def test_bfloat16_backbone_is_close_to_float32(backbone):
+    """bf16 autocast convolutions: float32 parameters and gradients, results within bf16 rounding."""
+    obs = {"state": torch.randn(4, 5),
+           "front": torch.randint(0, 255, (4, 64, 64, 3), dtype=torch.uint8),
+           "wrist": torch.randint(0, 255, (4, 64, 64, 3), dtype=torch.uint8)}
+    outs, grads = {}, {}
+    for precision in ("float32", "bfloat16"):
+        torch.manual_seed(0)
+        cfg = EncoderConfig(backbone=backbone, small_cnn_channels=(16, 16, 16),
+                            image_latent_dim=16, state_latent_dim=4, dropout=0.0,
+                            backbone_precision=precision, head_precision="float32")
+        enc = ObservationEncoder(ObservationSpec(state_dim=5, action_dim=2,
+                                                 camera_names=("front", "wrist"), image_size=64), cfg)
+        out = enc(obs, augment=False)
+        (out * torch.linspace(-1, 1, out.shape[1])).sum().backward()
+        outs[precision] = out.detach()
+        grads[precision] = {n: p.grad for n, p in enc.named_parameters()}
+        assert all(p.dtype == torch.float32 for p in enc.parameters())
+    torch.testing.assert_close(outs["bfloat16"], outs["float32"], atol=0.05, rtol=0.05)
+    for name, ref in grads["float32"].items():
+        got = grads["bfloat16"][name]
+        assert got.dtype == torch.float32
+        # Deep bf16 conv stacks on a 4-image batch: a few % (small CNN) to ~18% (ResNet-10
+        # stem) relative error, direction kept (cosine >= 0.98 measured).
+        assert torch.nn.functional.cosine_similarity(got.flatten(), ref.flatten(), 0) > 0.97, name
+        assert (got - ref).norm() <= 0.25 * ref.norm() + 1e-6, name
