@@ -2,7 +2,7 @@
 
     python bench/learner_throughput.py --out FILE.json [--quick]
 
-Cases (batch 256, state 21-D, action 4-D, float32, 2 torch threads):
+Cases (batch 256, state 21-D, action 4-D, default configs, 2 torch threads):
   state_2q              2 critics (HIL-SERL), critic-to-actor 2
   state_10q             10 critics, target min over a random 2 (RLPD)
   image_2cam            two 128x128 cameras + state, frozen ResNet-10-shaped
@@ -18,9 +18,12 @@ Cases (batch 256, state 21-D, action 4-D, float32, 2 torch threads):
 Each entry reports the median updates/s over timed trials (the state cases
 and SB3 interleaved trial by trial, with the per-trial ratio to SB3), the matmul/conv
 GFLOP/s that implies (FLOPs counted by torch.utils.flop_counter over real
-updates), the measured float32 matmul peak of this machine and the fraction
-of it, and how busy the CPUs were with other processes while it ran (this
-machine is shared: a high value means the figure is pessimistic).
+updates, split by the dtype they ran in), the measured float32 and bfloat16
+matmul peaks of this machine, the fraction of peak (against the peak of the
+precision each FLOP ran in: the image cases run the head Linear and the
+backbone convs in bfloat16 by default, EncoderConfig.head_precision /
+backbone_precision), and how busy the CPUs were with other processes while it
+ran (this machine is shared: a high value means the figure is pessimistic).
 Also: bytes of a 100k-transition two-camera buffer / raw uint8 image bytes.
 """
 
@@ -67,8 +70,9 @@ def cpu_marks() -> tuple[float, float]:
     return (sum(values[:8]) - idle) / ticks, times.user + times.system
 
 
-def peak_matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def peak_matmul_gflops(size: int = 2048, repeats: int = 5,
+                       dtype: torch.dtype = torch.float32) -> float:
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b
     best = 0.0
     for _ in range(repeats):
@@ -78,34 +82,61 @@ def peak_matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
     return best
 
 
-def count_flops(step, repeats: int = 2) -> float:
+def count_flops(step, repeats: int = 2) -> dict[str, float]:
+    """Matmul/conv FLOPs per step by input dtype ("float32", "bfloat16")."""
+    from collections import Counter
+
     from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(display=False)
+    class DtypeFlopCounter(FlopCounterMode):
+        def __init__(self):
+            super().__init__(display=False)
+            self.by_dtype: Counter = Counter()
+
+        def _count_flops(self, func_packet, out, args, kwargs):
+            if func_packet in self.flop_registry:
+                tensor = next((a for a in args if isinstance(a, torch.Tensor)), None)
+                dtype = str(tensor.dtype).replace("torch.", "") if tensor is not None else "other"
+                self.by_dtype[dtype] += self.flop_registry[func_packet](*args, **kwargs,
+                                                                        out_val=out)
+            return super()._count_flops(func_packet, out, args, kwargs)
+
+    counter = DtypeFlopCounter()
     with counter:
         for _ in range(repeats):
             step()
-    return counter.get_total_flops() / repeats
+    return {k: v / repeats for k, v in counter.by_dtype.items()}
 
 
-def summarize(rates: list[float], busy: list[float], per_trial: int, flops: float,
-              peak: float) -> dict:
+def summarize(rates: list[float], busy: list[float], per_trial: int, flops: dict[str, float],
+              peaks: dict[str, float]) -> dict:
+    """``fraction_of_peak``: the time the update's matmul/conv FLOPs would take at the
+    measured peak of the precision each ran in (bf16 peak for bf16 work), times the rate."""
     rate = statistics.median(rates)
-    gflops = rate * flops / 1e9
+    total = sum(flops.values())
+    gflops = rate * total / 1e9
+    ideal_s = sum(f / (peaks.get(d, peaks["float32"]) * 1e9) for d, f in flops.items())
+    bf16_share = flops.get("bfloat16", 0.0) / total if total else 0.0
     return {"updates_per_s": round(rate, 2), "best_updates_per_s": round(max(rates), 2),
             "trials": [round(r, 2) for r in rates], "updates_per_trial": per_trial,
-            "gflop_per_update": round(flops / 1e9, 3), "gflops": round(gflops, 1),
-            "peak_gflops": round(peak, 1), "fraction_of_peak": round(gflops / peak, 3),
+            "gflop_per_update": round(total / 1e9, 3),
+            "bf16_share_of_flops": round(bf16_share, 3), "gflops": round(gflops, 1),
+            "peak_gflops": round(peaks["float32"], 1),
+            "peak_gflops_bf16": round(peaks["bfloat16"], 1),
+            "fraction_of_peak": round(rate * ideal_s, 3),
+            "fraction_of_fp32_peak": round(gflops / peaks["float32"], 3),
             "other_processes_cpu_cores": round(statistics.median(busy), 2)}
 
 
-def time_interleaved(cases: dict[str, tuple], trials: int, peak: float) -> dict[str, dict]:
+def time_interleaved(cases: dict[str, tuple], trials: int,
+                     peak: dict[str, float]) -> dict[str, dict]:
     """Time several cases round-robin, trial by trial, so that each trial of every
     case sees the same machine conditions (this VM's speed drifts by +-30%).
 
     cases: name -> (step, updates_per_trial, warmup_updates).
     """
-    flops, rates, busy = {}, {n: [] for n in cases}, {n: [] for n in cases}
+    flops: dict[str, dict[str, float]] = {}
+    rates, busy = {n: [] for n in cases}, {n: [] for n in cases}
     for name, (step, _, warmup) in cases.items():
         for _ in range(warmup):
             step()
@@ -123,7 +154,7 @@ def time_interleaved(cases: dict[str, tuple], trials: int, peak: float) -> dict[
             for name in cases}
 
 
-def time_updates(step, trials: int, per_trial: int, warmup: int, peak: float) -> dict:
+def time_updates(step, trials: int, per_trial: int, warmup: int, peak: dict[str, float]) -> dict:
     return time_interleaved({"case": (step, per_trial, warmup)}, trials, peak)["case"]
 
 
@@ -167,7 +198,7 @@ def fill_image_replay(spec: ObservationSpec, transitions: int) -> DemoOnlineRepl
     return replay
 
 
-def image_cached_case(trials: int, per_trial: int, peak: float) -> dict:
+def image_cached_case(trials: int, per_trial: int, peak: dict[str, float]) -> dict:
     config = image_config("resnet10", frozen=True, cached=True, shift=0)
     agent = RLPDAgent(config)
     replay = fill_image_replay(config.spec, 600)
@@ -199,7 +230,7 @@ def image_cached_case(trials: int, per_trial: int, peak: float) -> dict:
 
 
 def image_pixels_case(backbone: str, frozen: bool, trials: int, per_trial: int, warmup: int,
-                      peak: float) -> dict:
+                      peak: dict[str, float]) -> dict:
     config = image_config(backbone, frozen=frozen, cached=False, shift=4)
     agent = RLPDAgent(config)
     replay = fill_image_replay(config.spec, 600)
@@ -263,7 +294,8 @@ def main() -> None:
     allocator_tuned = keep_freed_memory_in_process()
     quick = args.quick
     trials = 3 if quick else 7
-    peak = peak_matmul_gflops()
+    peak = {"float32": peak_matmul_gflops(),
+            "bfloat16": peak_matmul_gflops(dtype=torch.bfloat16)}
     results: dict[str, dict] = {}
     started = time.perf_counter()
     per_trial = 20 if quick else 60
@@ -293,7 +325,9 @@ def main() -> None:
     memory = buffer_memory_ratio()
     report = {"results": results, **memory,
               "machine": {"torch": torch.__version__, "threads": torch.get_num_threads(),
-                          "cpu_count": os.cpu_count(), "peak_matmul_gflops": round(peak, 1),
+                          "cpu_count": os.cpu_count(),
+                          "peak_matmul_gflops": round(peak["float32"], 1),
+                          "peak_matmul_gflops_bf16": round(peak["bfloat16"], 1),
                           "malloc_keeps_freed_memory": allocator_tuned},
               "quick": quick, "wall_s": round(time.perf_counter() - started, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -307,7 +341,8 @@ def main() -> None:
         ratio = f"{entry['ratio_to_sb3']:6.2f}x" if "ratio_to_sb3" in entry else ""
         print(f"{name:34s} {entry['updates_per_s']:10.2f} {entry['gflops']:8.1f} "
               f"{entry['fraction_of_peak']:8.1%} {entry['other_processes_cpu_cores']:7.2f} {ratio:>7s}")
-    print(f"peak float32 matmul: {peak:.1f} GFLOP/s; 100k two-camera buffer / raw uint8 images: "
+    print(f"peak matmul float32 {peak['float32']:.1f}, bfloat16 {peak['bfloat16']:.1f} GFLOP/s "
+          f"(of peak: against the precision each FLOP ran in); 100k two-camera buffer / raw uint8 images: "
           f"{memory['image_buffer_bytes_ratio']:.4f}; wrote {args.out}")
 
 
