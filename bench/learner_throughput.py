@@ -5,6 +5,8 @@
 Cases (batch 256, state 21-D, action 4-D, default configs, 2 torch threads):
   state_2q              2 critics (HIL-SERL), critic-to-actor 2
   state_10q             10 critics, target min over a random 2 (RLPD)
+  state_*_bf16_critic   the same with CriticConfig.matmul_precision="bfloat16"
+                        (opt-in, not the default)
   image_2cam            two 128x128 cameras + state, frozen ResNet-10-shaped
                         backbone (random weights) with features cached per
                         stored frame (each frame encoded once, when stored)
@@ -159,10 +161,11 @@ def time_updates(step, trials: int, per_trial: int, warmup: int, peak: dict[str,
 
 
 # ---------------------------------------------------------------------- cases
-def state_step(num_critics: int):
+def state_step(num_critics: int, precision: str = "float32"):
     spec = ObservationSpec(state_dim=STATE_DIM, action_dim=ACTION_DIM)
     config = LearnerConfig(spec=spec, networks=NetworkConfig(
-        critic=CriticConfig(num_critics=num_critics, target_subset_size=2)))
+        critic=CriticConfig(num_critics=num_critics, target_subset_size=2,
+                            matmul_precision=precision)))
     agent = RLPDAgent(config)
     replay = DemoOnlineReplay(spec, 20_000, 20_000)
     rng = np.random.default_rng(0)
@@ -300,7 +303,10 @@ def main() -> None:
     started = time.perf_counter()
     per_trial = 20 if quick else 60
     cases = {"state_2q": (state_step(2), per_trial, 10),
-             "state_10q": (state_step(10), per_trial // 3, 5)}
+             "state_10q": (state_step(10), per_trial // 3, 5),
+             # Not the default: CriticConfig.matmul_precision="bfloat16" (opt-in).
+             "state_2q_bf16_critic": (state_step(2, "bfloat16"), per_trial, 10),
+             "state_10q_bf16_critic": (state_step(10, "bfloat16"), per_trial // 3, 5)}
     sb3, sb3_info = sb3_step()
     if sb3 is not None:
         cases["sb3_sac_state"] = (sb3, per_trial, 10)
@@ -309,7 +315,8 @@ def main() -> None:
         results["sb3_sac_state"] = {"skipped": sb3_info}
     else:
         results["sb3_sac_state"]["note"] = f"stable-baselines3 {sb3_info} SAC, MlpPolicy 256x256"
-        for name in ("state_2q", "state_10q"):  # trial-by-trial ratio, same conditions
+        for name in ("state_2q", "state_10q", "state_2q_bf16_critic",
+                     "state_10q_bf16_critic"):  # trial-by-trial ratio, same conditions
             ratios = [a / b for a, b in zip(results[name]["trials"],
                                             results["sb3_sac_state"]["trials"])]
             results[name]["ratio_to_sb3"] = round(statistics.median(ratios), 3)

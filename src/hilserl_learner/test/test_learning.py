@@ -7,6 +7,7 @@ episodes; after, it must succeed in at least 80% (seeds 1-4 reach 100% by
 """
 
 import numpy as np
+import pytest
 import torch
 
 from hilserl_learner.buffers import DemoOnlineReplay, TransitionSource
@@ -49,13 +50,15 @@ def success_rate(agent, episodes=50, seed=123):
     return wins / episodes
 
 
-def test_rlpd_learns_point_reaching_from_five_demos():
+@pytest.mark.parametrize("critic_precision", ["float32", "bfloat16"])
+def test_rlpd_learns_point_reaching_from_five_demos(critic_precision):
     torch.set_num_threads(1)
     spec = ObservationSpec(state_dim=2, action_dim=2)
     config = LearnerConfig(
         spec=spec,
         networks=NetworkConfig(actor=ActorConfig(hidden_dims=(64, 64)),
-                               critic=CriticConfig(hidden_dims=(64, 64))),
+                               critic=CriticConfig(hidden_dims=(64, 64),
+                                                   matmul_precision=critic_precision)),
         rlpd=RLPDConfig(batch_size=128, utd_ratio=2.0, discount=0.9, seed=2, learning_starts=100))
     agent = RLPDAgent(config)
     replay = DemoOnlineReplay(spec, online_capacity=5000, demo_capacity=500)

@@ -144,12 +144,16 @@ class CriticConfig:
     activation: str = "tanh"  # hidden activation after LayerNorm: "tanh" or "relu"
     num_critics: int = 2  # ensemble size (HIL-SERL: 2; RLPD: 10)
     target_subset_size: int = 2  # target = min over a random subset of this many members
+    # "bfloat16": hidden-to-hidden matmuls with bf16 operands, float32 accumulation,
+    # everything else (layer 1, Q head, LayerNorm, gradients, Adam) float32.
+    matmul_precision: str = "float32"
 
     def __post_init__(self) -> None:
         _check_dims(self, "hidden_dims")
         _check_choice(self, "activation", ("tanh", "relu"))
         _check_positive_int(self, "num_critics")
         _check_positive_int(self, "target_subset_size")
+        _check_choice(self, "matmul_precision", PRECISIONS)
         if self.target_subset_size > self.num_critics:
             _fail(self, "target_subset_size",
                   f"{self.target_subset_size} exceeds num_critics={self.num_critics}")

@@ -50,10 +50,15 @@ class EnsembleMLPFunction(torch.autograd.Function):
     against the (in, k, H) weight view, so no transposes). For tanh the saved
     activation is s = sigmoid(2y) and tanh(y) = 2s - 1 is folded into the next
     layer's weights and bias (three elementwise passes per layer instead of five).
+
+    ``hidden_dtype=torch.bfloat16`` runs the hidden-to-hidden matmuls (forward,
+    input gradient and weight gradient) with bf16 operands and float32
+    accumulation; their outputs return to float32 before LayerNorm, and layer 1,
+    the output layer, LayerNorms, activations and all gradients stay float32.
     """
 
     @staticmethod
-    def forward(ctx, x, param_grad_rows, activation, n_hidden, *params):
+    def forward(ctx, x, param_grad_rows, activation, n_hidden, hidden_dtype, *params):
         first_w, first_b = params[0], params[1]
         hidden_w = params[2:2 + n_hidden]
         hidden_b = params[2 + n_hidden:2 + 2 * n_hidden]
@@ -64,7 +69,8 @@ class EnsembleMLPFunction(torch.autograd.Function):
         rows, in_dim = x.shape
         k, width = out_w.shape[0], norm_w[0].shape[-1]
         a, c = _affine(activation)
-        saved = []
+        saved, saved_low = [], []
+        low = hidden_dtype is not None and hidden_dtype != torch.float32
         w1 = first_w.view(in_dim, k, width).transpose(0, 1)  # (k, in, H) view
         z = torch.baddbmm(first_b.view(k, 1, width), x.expand(k, rows, in_dim), w1)
         for j in range(n_hidden + 1):
@@ -74,23 +80,30 @@ class EnsembleMLPFunction(torch.autograd.Function):
             saved += [z, n, mean, rstd, s]
             weight, bias = (hidden_w[j], hidden_b[j]) if j < n_hidden else (out_w, out_b)
             weight, bias = _fold(weight, bias, a, c)
-            z = torch.baddbmm(bias, s, weight)
-        ctx.save_for_backward(x, *params, *saved)
-        ctx.config = (param_grad_rows, activation, n_hidden)
+            if low and j < n_hidden:
+                s_low = s.to(hidden_dtype)
+                saved_low.append(s_low)
+                z = torch.add(bias, torch.bmm(s_low, weight.to(hidden_dtype)))  # -> float32
+            else:
+                z = torch.baddbmm(bias, s, weight)
+        ctx.save_for_backward(x, *params, *saved, *saved_low)
+        ctx.config = (param_grad_rows, activation, n_hidden, hidden_dtype if low else None)
         return z
 
     @staticmethod
     def backward(ctx, grad_q):
-        rows_p, activation, n_hidden = ctx.config
+        rows_p, activation, n_hidden, low_dtype = ctx.config
         tensors = ctx.saved_tensors
         n_params = 2 + 2 * n_hidden + 2 * (n_hidden + 1) + 2
-        x, params, saved = tensors[0], tensors[1:1 + n_params], tensors[1 + n_params:]
+        x, params = tensors[0], tensors[1:1 + n_params]
+        saved = tensors[1 + n_params:1 + n_params + 5 * (n_hidden + 1)]
+        saved_low = tensors[1 + n_params + 5 * (n_hidden + 1):]
         first_w = params[0]
         hidden_w = params[2:2 + n_hidden]
         n_norm = n_hidden + 1
         norm_w = params[2 + 2 * n_hidden:2 + 2 * n_hidden + n_norm]
         out_w = params[-2]
-        want = ctx.needs_input_grad[4:]
+        want = ctx.needs_input_grad[5:]
         want_params = rows_p > 0 and any(want)
         grads: list[torch.Tensor | None] = [None] * n_params
         rows, in_dim = x.shape
@@ -116,16 +129,28 @@ class EnsembleMLPFunction(torch.autograd.Function):
             weight = hidden_w[j - 1] if j <= n_hidden else out_w
             w_index = 2 + j - 1 if j <= n_hidden else n_params - 2
             b_index = 2 + n_hidden + j - 1 if j <= n_hidden else n_params - 1
+            low = low_dtype is not None and j <= n_hidden
+            if low:
+                s_prev, grad_z_mm = saved_low[j - 1], grad_z.to(low_dtype)
+            else:
+                grad_z_mm = grad_z
             if want_params:
                 gz = grad_z[:, :rows_p]
                 g_bias = gz.sum(1, keepdim=True)
                 grads[b_index] = g_bias
                 # d/dW of (a s + c) @ W: a s^T g + c 1^T g.
-                grads[w_index] = torch.baddbmm(g_bias, s_prev[:, :rows_p].transpose(1, 2), gz,
-                                               beta=c, alpha=a) if c != 0.0 else torch.bmm(
-                    s_prev[:, :rows_p].transpose(1, 2), gz)
+                if low:
+                    g_w = torch.bmm(s_prev[:, :rows_p].transpose(1, 2), grad_z_mm[:, :rows_p])
+                    grads[w_index] = torch.add(g_bias * c, g_w, alpha=a)  # -> float32
+                elif c != 0.0:
+                    grads[w_index] = torch.baddbmm(g_bias, s_prev[:, :rows_p].transpose(1, 2), gz,
+                                                   beta=c, alpha=a)
+                else:
+                    grads[w_index] = torch.bmm(s_prev[:, :rows_p].transpose(1, 2), gz)
             if weight.shape[-1] == 1:  # a Q head: the outer product is a broadcast multiply
                 grad_s = grad_z * (weight.transpose(1, 2) * a)
+            elif low:
+                grad_s = torch.bmm(grad_z_mm, (weight.transpose(1, 2) * a).to(low_dtype)).float()
             else:
                 grad_s = torch.bmm(grad_z, weight.transpose(1, 2) * a)
             z, n, mean, rstd, s = layer[j - 1]
@@ -146,7 +171,7 @@ class EnsembleMLPFunction(torch.autograd.Function):
             grad_z = torch.ops.aten.native_layer_norm_backward(
                 grad_n, z, (z.shape[-1],), mean, rstd, None, None, [True, False, False])[0]
         grads = [g if w else None for g, w in zip(grads, want)]
-        return (grad_x, None, None, None, *grads)
+        return (grad_x, None, None, None, None, *grads)
 
 
 class _FastTanh(torch.autograd.Function):

@@ -78,9 +78,11 @@ class EnsembleMLP(nn.Module):
     """
 
     def __init__(self, num_members: int, input_dim: int, hidden_dims: tuple[int, ...],
-                 output_dim: int, activation: str):
+                 output_dim: int, activation: str, hidden_precision: str = "float32"):
         super().__init__()
         self.num_members = num_members
+        # Hidden-to-hidden matmuls in bfloat16 (see hilserl_policy.ensemble).
+        self.hidden_dtype = torch.bfloat16 if hidden_precision == "bfloat16" else None
         self.input_dim = input_dim
         self.hidden_dims = tuple(hidden_dims)
         self.output_dim = output_dim
@@ -133,7 +135,7 @@ class EnsembleMLP(nn.Module):
                       *(p[members] for p in params[2:])]
         rows = x.shape[0] if param_grad_rows is None else param_grad_rows
         return EnsembleMLPFunction.apply(x, rows, self.activation_name,
-                                         len(self.hidden_dims) - 1, *params)
+                                         len(self.hidden_dims) - 1, self.hidden_dtype, *params)
 
 
 class CriticEnsemble(nn.Module):
@@ -144,7 +146,8 @@ class CriticEnsemble(nn.Module):
         self.config = config
         self.num_critics = config.num_critics
         self.ensemble = EnsembleMLP(config.num_critics, feature_dim + action_dim,
-                                    config.hidden_dims, 1, config.activation)
+                                    config.hidden_dims, 1, config.activation,
+                                    config.matmul_precision)
 
     def forward(self, features: torch.Tensor, actions: torch.Tensor,
                 members: torch.Tensor | None = None, detach_params: bool = False,
