@@ -84,6 +84,9 @@ class EnsembleMLPFunction(torch.autograd.Function):
                 s_low = s.to(hidden_dtype)
                 saved_low.append(s_low)
                 z = torch.add(bias, torch.bmm(s_low, weight.to(hidden_dtype)))  # -> float32
+            elif j == n_hidden and weight.shape[-1] == 1:
+                # A Q head: a batched mat-vec, ~5x faster as multiply + sum than as bmm.
+                z = (s * weight.transpose(1, 2)).sum(-1, keepdim=True).add_(bias)
             else:
                 z = torch.baddbmm(bias, s, weight)
         ctx.save_for_backward(x, *params, *saved, *saved_low)
@@ -142,6 +145,9 @@ class EnsembleMLPFunction(torch.autograd.Function):
                 if low:
                     g_w = torch.bmm(s_prev[:, :rows_p].transpose(1, 2), grad_z_mm[:, :rows_p])
                     grads[w_index] = torch.add(g_bias * c, g_w, alpha=a)  # -> float32
+                elif weight.shape[-1] == 1:  # a Q head: multiply + sum, not a bmm
+                    g_w = (s_prev[:, :rows_p] * gz).sum(1).unsqueeze(-1)
+                    grads[w_index] = torch.add(g_bias * c, g_w, alpha=a) if c != 0.0 else g_w
                 elif c != 0.0:
                     grads[w_index] = torch.baddbmm(g_bias, s_prev[:, :rows_p].transpose(1, 2), gz,
                                                    beta=c, alpha=a)
