@@ -157,32 +157,54 @@ class ReplayBuffer:
             needed -= keep.shape[0]
         return np.concatenate(chosen)
 
-    def _gather_frames(self, frames: np.ndarray, use_features: bool) -> dict[str, torch.Tensor]:
-        out = {}
+    def _frame_arrays(self, use_features: bool) -> dict[str, np.ndarray]:
+        """Per-frame storage by observation key (features replace images if cached)."""
+        arrays = {}
         if self.spec.state_dim:
-            out[STATE_KEY] = torch.from_numpy(self.frame_state.take(frames, axis=0))
+            arrays[STATE_KEY] = self.frame_state
         for camera in self.spec.camera_names:
             if use_features:
-                out[feature_key(camera)] = torch.from_numpy(
-                    self.frame_features[camera].take(frames, axis=0))
+                arrays[feature_key(camera)] = self.frame_features[camera]
             else:
-                out[camera] = torch.from_numpy(self.frame_images[camera].take(frames, axis=0))
-        return out
+                arrays[camera] = self.frame_images[camera]
+        return arrays
 
-    def gather(self, slots: np.ndarray) -> TransitionBatch:
-        """Batch of the transitions in ``slots``; cached features replace images if ready."""
+    def _gather_frames(self, frames: np.ndarray, use_features: bool,
+                       out: dict[str, np.ndarray] | None = None) -> dict[str, torch.Tensor]:
+        """Observation rows of ``frames``; with ``out``, written into those arrays (the
+        mixed demo/online batch gathers each half in place instead of concatenating)."""
+        result = {}
+        for key, array in self._frame_arrays(use_features).items():
+            if out is None:
+                result[key] = torch.from_numpy(array.take(frames, axis=0))
+            else:  # mode="clip": unbuffered (frames are valid indices)
+                array.take(frames, axis=0, out=out[key], mode="clip")
+        return result
+
+    def _check_features_ready(self, slots: np.ndarray) -> bool:
         use_features = bool(self.frame_features)
         if use_features and not self.frame_feature_ready[self.obs_frame[slots]].all():
             raise RuntimeError("feature cache is stale: call refresh_features() before sampling")
         if use_features and not self.frame_feature_ready[self.next_frame[slots]].all():
             raise RuntimeError("feature cache is stale: call refresh_features() before sampling")
+        return use_features
+
+    def gather(self, slots: np.ndarray, frames_out: tuple[dict, dict] | None = None
+               ) -> TransitionBatch:
+        """Batch of the transitions in ``slots``; cached features replace images if ready.
+
+        ``frames_out``: (observation, next observation) arrays by key to write the
+        observation rows into; the batch's observation dicts are then empty.
+        """
+        use_features = self._check_features_ready(slots)
+        obs_out, next_out = frames_out if frames_out is not None else (None, None)
         return TransitionBatch(
-            observations=self._gather_frames(self.obs_frame[slots], use_features),
+            observations=self._gather_frames(self.obs_frame[slots], use_features, obs_out),
             actions=torch.from_numpy(self.action[slots]),
             gripper_actions=torch.from_numpy(self.gripper_action[slots].astype(np.int64)),
             rewards=torch.from_numpy(self.reward[slots]),
             gripper_penalties=torch.from_numpy(self.gripper_penalty[slots]),
-            next_observations=self._gather_frames(self.next_frame[slots], use_features),
+            next_observations=self._gather_frames(self.next_frame[slots], use_features, next_out),
             terminated=torch.from_numpy(self.terminated[slots].astype(np.float32)),
             truncated=torch.from_numpy(self.truncated[slots].astype(np.float32)),
             sources=torch.from_numpy(self.source[slots].astype(np.int64)),
@@ -292,14 +314,29 @@ class DemoOnlineReplay:
             n_demo = 0
         elif len(self.online) == 0:
             n_demo = batch_size
-        parts = []
+        chosen = []  # online first, then demo: the order the RNG is drawn in
         if batch_size - n_demo > 0:
-            parts.append(self.online.sample(batch_size - n_demo, rng))
+            chosen.append((self.online, self.online.sample_slots(batch_size - n_demo, rng)))
         if n_demo > 0:
-            parts.append(self.demo.sample(n_demo, rng))
-        if len(parts) == 1:
-            return parts[0]
-        return concat_batches(parts)
+            chosen.append((self.demo, self.demo.sample_slots(n_demo, rng)))
+        if len(chosen) == 1:
+            return chosen[0][0].gather(chosen[0][1])
+        use_features = [buffer._check_features_ready(slots) for buffer, slots in chosen]
+        if use_features[0] != use_features[1]:  # different keys: gather each, concatenate
+            return concat_batches([buffer.gather(slots) for buffer, slots in chosen])
+        # Observation rows (the bulk of an image batch) go straight into the batch arrays.
+        arrays = chosen[0][0]._frame_arrays(use_features[0])
+        obs, nxt = ({key: np.empty((batch_size, *a.shape[1:]), a.dtype)
+                     for key, a in arrays.items()} for _ in range(2))
+        parts, start = [], 0
+        for buffer, slots in chosen:
+            rows = slice(start, start + slots.shape[0])
+            parts.append(buffer.gather(slots, ({k: v[rows] for k, v in obs.items()},
+                                               {k: v[rows] for k, v in nxt.items()})))
+            start = rows.stop
+        batch = concat_batches(parts)
+        return batch._replace(observations={k: torch.from_numpy(v) for k, v in obs.items()},
+                              next_observations={k: torch.from_numpy(v) for k, v in nxt.items()})
 
 
 def concat_batches(parts: list[TransitionBatch]) -> TransitionBatch:

@@ -162,3 +162,23 @@ def test_feature_cache_encodes_each_frame_once_and_refuses_stale_reads():
     assert torch.equal(feats[:, 0, 0, 0], batch.observations["state"][:, 0].half())
     run_episodes(buffer, IMAGE_SPEC, [(20, 2, "terminated")])
     assert buffer.refresh_features(encode) == 3 and calls == [6, 3]
+
+
+def test_mixed_batch_equals_each_buffer_gathered_and_concatenated():
+    """The demo/online batch gathers observation rows in place; same content and RNG use
+    as gathering each half and concatenating."""
+    replay = DemoOnlineReplay(IMAGE_SPEC, online_capacity=50, demo_capacity=50)
+    run_episodes(replay, IMAGE_SPEC, [(0, 10, "terminated"), (20, 8, "truncated")],
+                 sources=[[TransitionSource.DEMO] * 10, [TransitionSource.POLICY] * 8])
+    run_episodes(replay, IMAGE_SPEC, [(40, 6, "terminated")])
+    batch = replay.sample(12, np.random.default_rng(4))
+    rng = np.random.default_rng(4)
+    online = replay.online.gather(replay.online.sample_slots(6, rng))
+    demo = replay.demo.gather(replay.demo.sample_slots(6, rng))
+    for got, parts in zip(batch, zip(online, demo)):
+        if isinstance(got, dict):
+            assert got.keys() == parts[0].keys()
+            for key in got:
+                assert torch.equal(got[key], torch.cat([p[key] for p in parts]))
+        else:
+            assert torch.equal(got, torch.cat(parts))
