@@ -197,3 +197,37 @@ class _FastTanh(torch.autograd.Function):
 
 def fast_tanh(y: torch.Tensor) -> torch.Tensor:
     return _FastTanh.apply(y)
+
+
+def ensemble_forward_autograd(x: torch.Tensor, activation: str, n_hidden: int,
+                              hidden_dtype: torch.dtype | None, *params: torch.Tensor
+                              ) -> torch.Tensor:
+    """The same ensemble as ``EnsembleMLPFunction`` (same parameter layout, same
+    (k, rows, H) activations) in plain PyTorch ops differentiated by autograd."""
+    first_w, first_b = params[0], params[1]
+    hidden_w = params[2:2 + n_hidden]
+    hidden_b = params[2 + n_hidden:2 + 2 * n_hidden]
+    n_norm = n_hidden + 1
+    norm_w = params[2 + 2 * n_hidden:2 + 2 * n_hidden + n_norm]
+    norm_b = params[2 + 2 * n_hidden + n_norm:2 + 2 * n_hidden + 2 * n_norm]
+    out_w, out_b = params[-2], params[-1]
+    rows, in_dim = x.shape
+    k, width = out_w.shape[0], norm_w[0].shape[-1]
+    act = torch.tanh if activation == "tanh" else torch.relu
+    low = hidden_dtype is not None and hidden_dtype != torch.float32
+    w1 = first_w.view(in_dim, k, width).transpose(0, 1)  # (k, in, H) view
+    z = torch.baddbmm(first_b.view(k, 1, width), x.expand(k, rows, in_dim), w1)
+    for j in range(n_hidden + 1):
+        n = torch.nn.functional.layer_norm(z, (z.shape[-1],), None, None, _EPS)
+        h = act(torch.addcmul(norm_b[j], n, norm_w[j]))
+        if j < n_hidden:
+            if low:
+                z = torch.add(hidden_b[j], torch.bmm(h.to(hidden_dtype),
+                                                     hidden_w[j].to(hidden_dtype)))
+            else:
+                z = torch.baddbmm(hidden_b[j], h, hidden_w[j])
+        elif out_w.shape[-1] == 1:  # a Q head: mat-vec as multiply + sum
+            z = (h * out_w.transpose(1, 2)).sum(-1, keepdim=True) + out_b
+        else:
+            z = torch.baddbmm(out_b, h, out_w)
+    return z

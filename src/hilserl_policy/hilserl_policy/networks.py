@@ -22,7 +22,7 @@ from hilserl_policy.config import (
     GraspCriticConfig,
     GripperExplorationConfig,
 )
-from hilserl_policy.ensemble import EnsembleMLPFunction, fast_tanh
+from hilserl_policy.ensemble import EnsembleMLPFunction, ensemble_forward_autograd, fast_tanh
 
 ACTIVATIONS = {"tanh": fast_tanh, "relu": F.relu, "silu": F.silu, "gelu": F.gelu}
 ENSEMBLE_ACTIVATIONS = ("tanh", "relu")  # those with a hand-written backward (ensemble.py)
@@ -89,6 +89,8 @@ class EnsembleMLP(nn.Module):
         if activation not in ENSEMBLE_ACTIVATIONS:
             raise ValueError(f"ensemble activation must be one of {ENSEMBLE_ACTIVATIONS}")
         self.activation_name = activation
+        # "custom": EnsembleMLPFunction's hand-written backward; "autograd": plain ops.
+        self.backward_mode = "custom"
         first = hidden_dims[0]
         # First layer stored as (input, members * width): one addmm for all members.
         self.first_weight = nn.Parameter(torch.empty(input_dim, num_members * first))
@@ -134,8 +136,19 @@ class EnsembleMLP(nn.Module):
                       params[1].view(self.num_members, first)[members].reshape(-1),
                       *(p[members] for p in params[2:])]
         rows = x.shape[0] if param_grad_rows is None else param_grad_rows
+        n_hidden = len(self.hidden_dims) - 1
+        if self.backward_mode == "autograd":
+            def run(rows_x, ps):
+                return ensemble_forward_autograd(rows_x, self.activation_name, n_hidden,
+                                                 self.hidden_dtype, *ps)
+            if rows >= x.shape[0]:
+                return run(x, params)
+            frozen = [p.detach() for p in params]
+            if rows == 0:
+                return run(x, frozen)
+            return torch.cat((run(x[:rows], params), run(x[rows:], frozen)), dim=1)
         return EnsembleMLPFunction.apply(x, rows, self.activation_name,
-                                         len(self.hidden_dims) - 1, self.hidden_dtype, *params)
+                                         n_hidden, self.hidden_dtype, *params)
 
 
 class CriticEnsemble(nn.Module):
