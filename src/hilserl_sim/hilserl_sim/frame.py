@@ -48,6 +48,10 @@ class BridgedEnvironment(Protocol):
 
     def step(self, deltas: np.ndarray, gripper: int) -> Frame: ...
 
+    def hold(self) -> Frame:
+        """One period with no command (the stream went silent): stop where it is."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -94,6 +98,9 @@ class PickCubeBridge:
 
     def step(self, deltas: np.ndarray, gripper: int) -> Frame:
         return self._frame(self.sim.step(deltas, gripper))
+
+    def hold(self) -> Frame:
+        return self._frame(self.sim.hold())
 
     def close(self) -> None:
         self.sim.close()

@@ -150,5 +150,9 @@ class GymEnvHost:
         self._time += self._dt
         return self._frame(obs, reward, terminated, truncated, info)._replace(rejected=rejected or grip_rejected)
 
+    def hold(self) -> Frame:
+        """No command: a gymnasium environment has no "stay", so it gets the zero command."""
+        return self.step(np.zeros(6), 0)
+
     def close(self) -> None:
         self.env.close()

@@ -288,11 +288,29 @@ class PickCubeSim:
         for k, n in enumerate(self._ramp_chunks, start=1):
             d.ctrl[self._arm_act] = q_previous + (k / len(self._ramp_chunks)) * (self.q_command - q_previous)
             mujoco.mj_step(self.model, d, nstep=n)
+        return self._end_step(rejected or grip_rejected)
+
+    def hold(self) -> StepResult:
+        """One control period without a command: stop where the arm is now.
+
+        The joint targets become the measured joint positions and the end-effector target
+        the measured pose, so a moving arm decelerates in place instead of finishing the
+        last commanded step (what a silent command stream must do, RELIABILITY.md R1).
+        The gripper keeps its command.
+        """
+        d = self.data
+        self.q_command = d.qpos[self._qpos_adr[: self._n_arm]].copy()
+        self.target = clamp_target(EndEffectorTarget(self.ee_position(), self.target.rpy), self.limits)
+        d.ctrl[self._arm_act] = self.q_command
+        mujoco.mj_step(self.model, d, nstep=self.substeps)
+        return self._end_step(False)
+
+    def _end_step(self, rejected: bool) -> StepResult:
         self.steps += 1
         success = self.is_success()
         terminated = success and self.config.terminate_on_success
         truncated = (not terminated) and self.steps >= self.config.max_episode_steps
-        return StepResult(1.0 if success else 0.0, success, terminated, truncated, rejected or grip_rejected)
+        return StepResult(1.0 if success else 0.0, success, terminated, truncated, rejected)
 
     # ------------------------------------------------------------- measurements
     def _to_world(self, p: np.ndarray) -> np.ndarray:

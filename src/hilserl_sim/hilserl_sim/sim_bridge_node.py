@@ -4,8 +4,10 @@ Publishes joint_states, ee_pose, camera/<name>/image_raw (rgb8, sensor-data QoS)
 hilserl/reward (GROUND_TRUTH) and hilserl/task_state (cube pose); consumes hilserl/command
 (Action, RELIABLE) and serves hilserl/reset_episode. All names come from hilserl_msgs/Topics.
 
-- realtime: a timer steps at control_rate_hz with the latest command; a command older
-  than command_timeout is replaced by hold (zero deltas, gripper stays).
+- realtime: a timer steps at control_rate_hz. A command is a relative move: the next tick
+  executes the newest one once and consumes it; a tick with no new command holds (the
+  arm stops where it is, gripper stays), and so does one whose newest command is older
+  than command_timeout (the watchdog: never act on a stale command).
 - lockstep: every command is one step; everything of that step is published with one
   stamp, taken after the command arrived, reward last, so a client waits for the reward
   whose stamp is not older than its command.
@@ -102,7 +104,7 @@ class SimBridgeNode(Node):
             self._latest_command_time = self.get_clock().now()
 
     def _on_timer(self) -> None:
-        command = self._latest_command
+        command, self._latest_command = self._latest_command, None  # a delta is executed once
         if command is not None:
             age = (self.get_clock().now() - self._latest_command_time).nanoseconds * 1e-9
             if age > self.params.command_timeout:
@@ -111,12 +113,11 @@ class SimBridgeNode(Node):
 
     def _step(self, command: Action | None) -> None:
         if command is None:
-            deltas, gripper = np.zeros(6), Action.GRIPPER_STAY
+            frame = self._sim_thread.submit(self.env.hold).result()
         else:
             lin, ang = command.linear, command.angular
             deltas = np.array([lin.x, lin.y, lin.z, ang.x, ang.y, ang.z])
-            gripper = command.gripper
-        frame = self._sim_thread.submit(self.env.step, deltas, gripper).result()
+            frame = self._sim_thread.submit(self.env.step, deltas, command.gripper).result()
         if frame.rejected:
             self.rejected_commands += 1
             self.get_logger().warning(
