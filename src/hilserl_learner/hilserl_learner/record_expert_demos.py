@@ -1,0 +1,147 @@
+"""Record scripted-expert demonstrations of pick-cube into a demo file.
+
+    python -m hilserl_learner.record_expert_demos --out demos/pick_cube.safetensors --episodes 20
+
+Runs ``hilserl_sim.expert.ScriptedExpert`` on the in-process pick-cube core
+(``PickCubeSim``, the same core the bridge runs), builds each observation with
+the policy's observation layout (``hilserl_policy.observation``), keeps the
+successful episodes until ``--episodes`` of them are collected, shows one
+progress line per episode, and writes the file with ``demo_file.write_demo_file``.
+No ROS involved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from hilserl_learner.demo_file import DemoDataset, DemoDatasetBuilder, write_demo_file
+from hilserl_learner.rlpd import gripper_change_penalty
+from hilserl_policy.config import ObservationSpec
+from hilserl_policy.encoders import STATE_KEY
+from hilserl_policy.networks import gripper_command_to_index
+from hilserl_policy.observation import LAYOUT_NAMES, ObservationLayout
+
+POLICY_ACTION_DIM = 3  # the policy commands x, y, z deltas; rotation deltas stay 0
+
+
+def _observation(sim, layout: ObservationLayout, cameras: tuple[str, ...],
+                 image_size: int) -> dict[str, np.ndarray]:
+    state = sim.state()
+    obs = {STATE_KEY: layout.build(gripper_opening=state.gripper_opening,
+                                   ee_position=state.ee_position, cube_position=state.cube_position,
+                                   joint_positions=state.joint_positions,
+                                   joint_velocities=state.joint_velocities)}
+    for camera in cameras:
+        obs[camera] = sim.render(camera, image_size, image_size)
+    return obs
+
+
+def collect_expert_demos(episodes: int, arm: str = "panda", layout: str = "relative",
+                         cameras: tuple[str, ...] = (), image_size: int = 128, seed: int = 0,
+                         gripper_penalty: float = -0.02, noise_std: float = 0.0,
+                         max_attempts: int | None = None,
+                         progress: Callable[[str], None] | None = None) -> DemoDataset:
+    """``episodes`` successful expert episodes (failed attempts are discarded).
+
+    Episode k uses seed ``seed + attempt``; ``max_attempts`` (default 3 x episodes)
+    bounds the attempts, after which a RuntimeError says how many succeeded.
+    """
+    from hilserl_sim.expert import EXPERT_DEFAULTS, ScriptedExpert
+    from hilserl_sim.pick_cube import PickCubeConfig, PickCubeSim
+
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    sim = PickCubeSim(PickCubeConfig(arm=arm, image_width=image_size, image_height=image_size))
+    try:
+        obs_layout = ObservationLayout(layout, num_joints=len(sim.config.description.arm_joints))
+        spec = ObservationSpec(state_dim=obs_layout.dim, action_dim=POLICY_ACTION_DIM,
+                               camera_names=tuple(cameras), image_size=image_size, has_gripper=True)
+        expert = ScriptedExpert(dataclasses.replace(EXPERT_DEFAULTS[arm], noise_std=noise_std))
+        builder = DemoDatasetBuilder(spec, layout=dataclasses.asdict(obs_layout),
+                                     source=f"scripted expert, {arm} pick-cube")
+        attempts = 0
+        limit = max_attempts if max_attempts is not None else 3 * episodes
+        started = time.monotonic()
+        while builder.episodes < episodes:
+            if attempts >= limit:
+                raise RuntimeError(f"only {builder.episodes} of {episodes} expert episodes succeeded "
+                                   f"in {attempts} attempts")
+            episode_seed = seed + attempts
+            attempts += 1
+            sim.reset(seed=episode_seed)
+            expert.reset(seed=episode_seed)
+            obs = _observation(sim, obs_layout, spec.camera_names, image_size)
+            success = False
+            steps = 0
+            for steps in range(1, sim.config.max_episode_steps + 1):
+                state = sim.state()
+                deltas, command = expert.act(state.ee_position, state.cube_position,
+                                             state.gripper_opening)
+                action = np.zeros(len(deltas))
+                action[:POLICY_ACTION_DIM] = deltas[:POLICY_ACTION_DIM]
+                index = gripper_command_to_index(command)
+                closed_before = sim.gripper_command < 0
+                result = sim.step(action, command)
+                next_obs = _observation(sim, obs_layout, spec.camera_names, image_size)
+                builder.add(obs, action[:POLICY_ACTION_DIM], index, float(result.reward), next_obs,
+                            terminated=bool(result.terminated), truncated=bool(result.truncated),
+                            gripper_penalty=gripper_change_penalty(index, closed_before, gripper_penalty))
+                obs = next_obs
+                success = bool(result.success)
+                if result.terminated or result.truncated:
+                    break
+            if success:
+                builder.end_episode(True)
+                if progress is not None:
+                    rate = builder.episodes / max(time.monotonic() - started, 1e-9)
+                    progress(f"episode {builder.episodes}/{episodes}: success in {steps} steps "
+                             f"(seed {episode_seed}), {attempts - builder.episodes} failed, "
+                             f"{rate:.1f} episodes/s")
+            else:
+                builder.discard_episode()
+                if progress is not None:
+                    progress(f"attempt with seed {episode_seed} failed (discarded)")
+        return builder.build()
+    finally:
+        sim.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, type=Path, help="demo file to write (.safetensors)")
+    parser.add_argument("--episodes", type=int, default=20, help="successful episodes to record")
+    parser.add_argument("--arm", default="panda", choices=("panda", "so101"))
+    parser.add_argument("--layout", default="relative", choices=LAYOUT_NAMES,
+                        help="observation layout of the state vector (hilserl_policy.observation)")
+    parser.add_argument("--cameras", default="", help="comma-separated cameras to record, e.g. front,wrist")
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (then +1 each)")
+    parser.add_argument("--noise-std", type=float, default=0.0, help="expert's action noise")
+    parser.add_argument("--gripper-penalty", type=float, default=-0.02)
+    args = parser.parse_args(argv)
+    cameras = tuple(c for c in args.cameras.split(",") if c)
+
+    def show(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        data = collect_expert_demos(args.episodes, args.arm, args.layout, cameras, args.image_size,
+                                    args.seed, args.gripper_penalty, args.noise_std, progress=show)
+    except (ValueError, RuntimeError) as error:
+        print(f"record_expert_demos: {error}", file=sys.stderr)
+        return 1
+    path = write_demo_file(args.out, data)
+    print(f"wrote {path}: {data.episodes} episodes, {len(data)} transitions, "
+          f"{data.successes} successes, state_dim {data.spec.state_dim}, cameras {list(cameras)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
