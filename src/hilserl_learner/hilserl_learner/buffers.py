@@ -288,29 +288,45 @@ class DemoOnlineReplay:
     """Online + demo buffers; each batch mixes them (RLPD symmetric sampling).
 
     Policy transitions go to the online buffer, demonstrations to the demo
-    buffer, and intervention transitions to both.
+    buffer, and intervention transitions to both. ``demo_capacity = 0``: no
+    demo buffer (``demo`` is None), every batch is online, interventions go
+    to the online buffer only and a DEMO transition is refused.
     """
 
     def __init__(self, spec: ObservationSpec, online_capacity: int, demo_capacity: int,
                  demo_fraction: float = 0.5, frame_capacity_factor: float = 1.05,
                  source_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)):
+        if demo_capacity < 0:
+            raise ValueError(f"demo_capacity must be >= 0, got {demo_capacity}")
         self.demo_fraction = demo_fraction
         self.online = ReplayBuffer(spec, online_capacity, frame_capacity_factor, source_weights)
-        self.demo = ReplayBuffer(spec, demo_capacity, frame_capacity_factor, source_weights)
+        self.demo = (ReplayBuffer(spec, demo_capacity, frame_capacity_factor, source_weights)
+                     if demo_capacity > 0 else None)
+
+    @classmethod
+    def from_config(cls, spec: ObservationSpec, config) -> "DemoOnlineReplay":
+        """Buffers as a ``hilserl_learner.config.ReplayConfig`` describes them."""
+        return cls(spec, config.online_capacity, config.demo_capacity, config.demo_fraction,
+                   config.frame_capacity_factor, config.source_weights)
 
     def add(self, *args, source: TransitionSource = TransitionSource.POLICY, **kwargs) -> None:
+        if source == TransitionSource.DEMO and self.demo is None:
+            raise ValueError("a DEMO transition needs a demo buffer (demo_capacity is 0)")
         if source != TransitionSource.DEMO:
             self.online.add(*args, source=source, **kwargs)
-        if source != TransitionSource.POLICY:
+        if source != TransitionSource.POLICY and self.demo is not None:
             self.demo.add(*args, source=source, **kwargs)
 
     def buffers(self) -> dict[str, ReplayBuffer]:
-        return {"online": self.online, "demo": self.demo}
+        out = {"online": self.online}
+        if self.demo is not None:
+            out["demo"] = self.demo
+        return out
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> TransitionBatch:
         """``demo_fraction`` of the batch from demos (all from one buffer if the other is empty)."""
         n_demo = int(round(batch_size * self.demo_fraction))
-        if len(self.demo) == 0:
+        if self.demo is None or len(self.demo) == 0:
             n_demo = 0
         elif len(self.online) == 0:
             n_demo = batch_size

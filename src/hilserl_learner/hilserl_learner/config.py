@@ -46,6 +46,9 @@ class RLPDConfig:
     grasp_discount: float | None = None  # discount of the grasp critic (None: discount)
     gripper_penalty: float = -0.02  # reward per gripper command that changes the gripper state
     learning_starts: int = 100  # online transitions before the first update
+    # Environment steps at the start whose (non-deterministic) actions are uniform
+    # random instead of the policy's (RLPDAgent.act with env_step < random_steps).
+    random_steps: int = 0
     seed: int = 0  # seeds torch, numpy and python RNGs of the learner
 
     def __post_init__(self) -> None:
@@ -64,6 +67,7 @@ class RLPDConfig:
             _check_finite(self, "grasp_discount", 0.0, 1.0)
         _check_finite(self, "gripper_penalty", -1e3, 0.0)
         _check_positive_int(self, "learning_starts", allow_zero=True)
+        _check_positive_int(self, "random_steps", allow_zero=True)
         _check_positive_int(self, "seed", allow_zero=True)
 
     def resolved_target_entropy(self, action_dim: int) -> float:
@@ -74,10 +78,16 @@ class RLPDConfig:
 
 @dataclass
 class ReplayConfig:
-    """Demo and online replay buffers and how batches mix them."""
+    """Demo and online replay buffers and how batches mix them.
+
+    Build the buffers with ``DemoOnlineReplay.from_config(spec, replay_config)``.
+    ``demo_capacity = 0`` means no demo buffer: every batch is online,
+    ``demo_fraction`` is ignored, intervention transitions go to the online
+    buffer only, and adding a DEMO transition is an error.
+    """
 
     online_capacity: int = 200_000  # transitions kept in the online buffer
-    demo_capacity: int = 200_000  # transitions kept in the demo buffer
+    demo_capacity: int = 200_000  # transitions kept in the demo buffer (0: no demo buffer)
     frame_capacity_factor: float = 1.05  # observation frames stored per transition slot
     demo_fraction: float = 0.5  # share of each batch drawn from the demo buffer
     policy_weight: float = 1.0  # sampling weight of the policy's own transitions
@@ -87,12 +97,17 @@ class ReplayConfig:
 
     def __post_init__(self) -> None:
         _check_positive_int(self, "online_capacity")
-        _check_positive_int(self, "demo_capacity")
+        _check_positive_int(self, "demo_capacity", allow_zero=True)
         # Each transition needs one frame, plus one per episode start.
         _check_finite(self, "frame_capacity_factor", 1.0, 2.0)
         _check_finite(self, "demo_fraction", 0.0, 1.0)
         for name in ("policy_weight", "demo_weight", "intervention_weight"):
             _check_finite(self, name, 0.0, 1e6, low_open=True)
+
+    @property
+    def source_weights(self) -> tuple[float, float, float]:
+        """Sampling weights indexed by ``TransitionSource`` (policy, demo, intervention)."""
+        return (self.policy_weight, self.demo_weight, self.intervention_weight)
 
 
 @dataclass

@@ -3,6 +3,16 @@
 Each update is a method returning a metrics dict of detached 0-d tensors
 (turn them into floats with ``metrics_to_floats`` only when logging, which
 keeps the update free of per-step host syncs and Python conversions).
+``RLPDAgent.update`` returns the same keys on every call (``UPDATE_METRIC_KEYS``,
+plus the grasp-critic keys with a gripper): a critic-only update repeats the
+actor/temperature values of the last full update (before the first one: actor
+and temperature losses 0, entropy 0, the current temperature), and
+``charts/actor_updated`` is 1.0 when this call updated the actor, else 0.0.
+
+Random warm-up: with ``RLPDConfig.random_steps`` > 0, ``act`` (not
+deterministic) returns uniform random actions and gripper indices while
+``env_step < random_steps`` (drawn from the agent's own generator, so the
+replay sampling stream is unchanged).
 
 Per call of ``RLPDAgent.update(batch)``:
 
@@ -32,12 +42,12 @@ from torch import nn
 from hilserl_learner.buffers import TransitionBatch
 from hilserl_learner.config import LearnerConfig
 from hilserl_policy.encoders import ObservationEncoder
-from hilserl_policy.networks import (
-    GRIPPER_CLOSE,
-    GRIPPER_OPEN,
+from hilserl_policy.networks import (  # noqa: F401  (gripper_change_penalty: re-exported)
+    NUM_GRIPPER_ACTIONS,
     CriticEnsemble,
     GraspCritic,
     TanhGaussianActor,
+    gripper_change_penalty,
     select_gripper_action,
 )
 
@@ -66,11 +76,11 @@ def grasp_critic_target(rewards: torch.Tensor, gripper_penalties: torch.Tensor,
     return rewards + gripper_penalties + discount * (1.0 - terminated) * next_value
 
 
-def gripper_change_penalty(gripper_index: int, gripper_closed: bool, penalty: float) -> float:
-    """``penalty`` when a command changes the gripper state (close an open one or vice versa)."""
-    changes = (gripper_index == GRIPPER_CLOSE and not gripper_closed) or (
-        gripper_index == GRIPPER_OPEN and gripper_closed)
-    return penalty if changes else 0.0
+UPDATE_METRIC_KEYS = ("losses/critic", "values/q_mean", "values/target_q_mean", "losses/actor",
+                      "losses/temperature", "charts/temperature", "charts/entropy",
+                      "charts/actor_updated")
+GRASP_METRIC_KEYS = ("losses/grasp_critic", "values/grasp_q_mean")
+_ACTOR_METRIC_KEYS = ("losses/actor", "losses/temperature", "charts/temperature", "charts/entropy")
 
 
 def metrics_to_floats(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -138,6 +148,13 @@ class RLPDAgent:
         self._polyak_targets = [p for m in target for p in m.parameters()]
         self.num_critic_updates = 0
         self.num_actor_updates = 0
+        # Actor/temperature metrics of the last full update (repeated by critic-only ones).
+        self._last_actor_metrics = {"losses/actor": torch.zeros(()),
+                                    "losses/temperature": torch.zeros(()),
+                                    "charts/temperature": self.temperature,
+                                    "charts/entropy": torch.zeros(())}
+        # Warm-up actions come from their own stream (seeded apart from self.rng).
+        self.warmup_rng = np.random.default_rng([rl.seed, 1])
         self.set_training(True)
 
     # ---------------------------------------------------------------- modules
@@ -172,8 +189,14 @@ class RLPDAgent:
             # dropout masks are a large share of an image update on CPU.
             next_features = self.encoder(batch.next_observations, augment=True, dropout=False)
         if (self.num_critic_updates + 1) % self.config.rlpd.critic_actor_ratio == 0:
-            return self.update_critic_and_actor(batch, obs_features, next_features)
-        return self.update_critic(batch, obs_features, next_features)
+            metrics = self.update_critic_and_actor(batch, obs_features, next_features)
+            self._last_actor_metrics = {k: metrics[k] for k in _ACTOR_METRIC_KEYS}
+            metrics["charts/actor_updated"] = torch.ones(())
+            return metrics
+        metrics = self.update_critic(batch, obs_features, next_features)
+        metrics.update(self._last_actor_metrics)
+        metrics["charts/actor_updated"] = torch.zeros(())
+        return metrics
 
     def _critic_target(self, batch: TransitionBatch, next_features: torch.Tensor) -> torch.Tensor:
         """r + gamma (1 - terminated) min_{subset} Q_target(s', a'), a' ~ pi(s')."""
@@ -282,7 +305,17 @@ class RLPDAgent:
     @torch.no_grad()
     def act(self, observation: dict[str, np.ndarray], deterministic: bool,
             env_step: int = 0) -> tuple[np.ndarray, int | None]:
-        """One unbatched observation -> (continuous action, gripper index or None)."""
+        """One unbatched observation -> (continuous action, gripper index or None).
+
+        Not deterministic and ``env_step < RLPDConfig.random_steps``: a uniform
+        random action (and gripper index) instead of the policy's (warm-up).
+        """
+        if not deterministic and env_step < self.config.rlpd.random_steps:
+            action = self.warmup_rng.uniform(-1.0, 1.0, self.config.spec.action_dim)
+            gripper = None
+            if self.grasp_critic is not None:
+                gripper = int(self.warmup_rng.integers(0, NUM_GRIPPER_ACTIONS))
+            return action.astype(np.float32), gripper
         obs = {}
         for key, value in observation.items():
             value = np.asarray(value)
@@ -301,6 +334,14 @@ class RLPDAgent:
                                                 self.config.networks.gripper_exploration,
                                                 env_step, deterministic)[0])
         return action[0].numpy(), gripper
+
+    def observe_states(self, states) -> None:
+        """Feed stored state vectors ((N, S) or (S,)) to the running state statistics
+        (``ObservationSpec.state_normalization = "running"``; a no-op otherwise).
+        Call it once per observation added to the replay, demos included."""
+        normalizer = self.encoder.state_normalizer
+        if normalizer is not None:
+            normalizer.update(states)
 
     def encode_for_cache(self, images: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Frozen backbone features of unaugmented images (fills the buffer's feature cache)."""

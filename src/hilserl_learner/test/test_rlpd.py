@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,7 +13,9 @@ from hilserl_learner.rlpd import (
     UpdateSchedule,
     critic_target,
     grasp_critic_target,
+    UPDATE_METRIC_KEYS,
     gripper_change_penalty,
+    metrics_to_floats,
     polyak_update,
 )
 from hilserl_policy.config import (
@@ -217,9 +220,49 @@ def test_gripper_penalty_enters_every_update_whatever_the_ratio():
 def test_critic_to_actor_ratio_schedule():
     agent = RLPDAgent(small_config(critic_actor_ratio=3))
     batch = make_batch(agent.config.spec)
-    with_actor = ["losses/actor" in agent.update(batch) for _ in range(6)]
+    metrics = [agent.update(batch) for _ in range(6)]
+    with_actor = [bool(m["charts/actor_updated"]) for m in metrics]
     assert with_actor == [False, False, True, False, False, True]
     assert agent.num_critic_updates == 6 and agent.num_actor_updates == 2
+
+
+def test_update_metrics_have_the_same_keys_every_call():
+    """Critic-only updates repeat the last full update's actor/temperature values."""
+    agent = RLPDAgent(small_config(critic_actor_ratio=2))
+    batch = make_batch(agent.config.spec)
+    metrics = [metrics_to_floats(agent.update(batch)) for _ in range(5)]
+    keys = {tuple(sorted(m)) for m in metrics}
+    assert len(keys) == 1
+    assert set(UPDATE_METRIC_KEYS) <= set(metrics[0])
+    # Before any actor update: zeros and the initial temperature.
+    assert metrics[0]["losses/actor"] == 0.0 and metrics[0]["charts/entropy"] == 0.0
+    assert metrics[0]["charts/temperature"] == pytest.approx(0.01)
+    assert metrics[1]["charts/actor_updated"] == 1.0 and metrics[1]["losses/actor"] != 0.0
+    for key in ("losses/actor", "losses/temperature", "charts/temperature", "charts/entropy"):
+        assert metrics[2][key] == metrics[1][key]  # carried by the critic-only update
+        assert all(np.isfinite(m[key]) for m in metrics)
+    assert metrics[3]["charts/actor_updated"] == 1.0 and metrics[4]["charts/actor_updated"] == 0.0
+    assert metrics[4]["losses/actor"] == metrics[3]["losses/actor"] != metrics[1]["losses/actor"]
+
+
+def test_random_warmup_actions():
+    config = small_config(random_steps=5, has_gripper=True)
+    agent = RLPDAgent(config)
+    obs = {"state": np.zeros(config.spec.state_dim, np.float32)}
+    warm = [agent.act(obs, deterministic=False, env_step=s) for s in range(200)]
+    actions = np.stack([a for a, _ in warm[:5]])
+    assert np.all(np.abs(actions) <= 1.0) and np.std(actions) > 0.2  # uniform: std ~0.58
+    # Same seed, same warm-up actions; the warm-up draws no torch random numbers.
+    twin = RLPDAgent(small_config(random_steps=0, has_gripper=True))
+    twin_warm = RLPDAgent(config)
+    np.testing.assert_array_equal(twin_warm.act(obs, False, 0)[0], actions[0])
+    torch.manual_seed(7)
+    after = twin_warm.act(obs, deterministic=False, env_step=5)
+    torch.manual_seed(7)
+    policy = twin.act(obs, deterministic=False, env_step=5)
+    np.testing.assert_array_equal(after[0], policy[0])
+    grippers = [g for _, g in (twin_warm.act(obs, False, 0) for _ in range(60))]
+    assert set(grippers) == {0, 1, 2}
 
 
 def test_update_schedule_utd_ratio():

@@ -3,7 +3,9 @@
 Per camera: backbone (small CNN, or a ResNet-10-shaped network that can load
 frozen pretrained weights from a local safetensors file) -> learned spatial
 embeddings -> Dropout -> Linear -> LayerNorm -> tanh. A proprioception branch
-(Linear -> LayerNorm -> tanh) joins them. Images arrive as uint8 (batch, H,
+(Linear -> LayerNorm -> tanh) joins them. The state vector is
+normalised first when ``ObservationSpec.state_normalization`` asks for it
+(``StateNormalizer``, buffers saved with the weights). Images arrive as uint8 (batch, H,
 W, 3), as they sit in the replay buffer and in ROS messages; the permute to
 NCHW is free and yields a channels_last tensor, the fast conv layout on CPU.
 
@@ -207,6 +209,63 @@ class ImageHead(nn.Module):
         return torch.tanh(self.norm(out))
 
 
+class StateNormalizer(nn.Module):
+    """``clip((state - shift) * scale, +/- clip)`` with ``ObservationSpec.state_normalization``.
+
+    Every number lives in module buffers (float64 running sums, float32 shift
+    and scale), so it is saved in the encoder's ``state_dict`` (checkpoints,
+    policy weights) and the actor applies exactly what the learner used.
+    ``"running"`` statistics change only through ``update`` (Chan's parallel
+    mean/variance merge); until two states were seen it is the identity.
+    """
+
+    MIN_STD = 1e-2  # floor of the running std: a (nearly) constant element is not blown up
+
+    def __init__(self, spec: ObservationSpec):
+        super().__init__()
+        self.mode = spec.state_normalization
+        self.clip = float(spec.normalization_clip)
+        dim = spec.state_dim
+        shift, scale = torch.zeros(dim), torch.ones(dim)
+        if self.mode == "bounds":
+            low = torch.tensor(spec.state_low, dtype=torch.float64)
+            high = torch.tensor(spec.state_high, dtype=torch.float64)
+            shift = ((low + high) / 2).float()
+            scale = (2 / (high - low)).float()
+        self.register_buffer("shift", shift)
+        self.register_buffer("scale", scale)
+        if self.mode == "running":
+            self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+            self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
+            self.register_buffer("m2", torch.zeros(dim, dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, states) -> None:
+        """Merge a (N, state_dim) or (state_dim,) batch into the running statistics."""
+        if self.mode != "running":
+            return
+        x = torch.as_tensor(states, dtype=torch.float64).reshape(-1, self.shift.shape[0])
+        n = x.shape[0]
+        if n == 0:
+            return
+        batch_mean = x.mean(0)
+        batch_m2 = (x - batch_mean).square().sum(0)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        self.mean += delta * (n / total)
+        self.m2 += batch_m2 + delta.square() * (self.count * n / total)
+        self.count.fill_(total)
+        if total >= 2:
+            std = (self.m2 / (total - 1)).sqrt().clamp_min(self.MIN_STD)
+            self.shift.copy_(self.mean.float())
+            self.scale.copy_((1 / std).float())
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        if self.mode == "none":
+            return state
+        return ((state - self.shift) * self.scale).clamp_(-self.clip, self.clip)
+
+
 def make_backbone(config: EncoderConfig) -> nn.Module:
     if config.backbone == "resnet10":
         backbone = ResNet10()
@@ -243,6 +302,10 @@ class ObservationEncoder(nn.Module):
             self.heads[camera] = ImageHead(*shape, config.num_spatial_embeddings,
                                            config.image_latent_dim, config.dropout,
                                            config.head_precision)
+        # Normalisation buffers exist only when used: "none" keeps the state_dict unchanged.
+        self.state_normalizer = None
+        if spec.state_dim > 0 and spec.state_normalization != "none":
+            self.state_normalizer = StateNormalizer(spec)
         self.state_head = None
         if spec.camera_names and spec.state_dim > 0:
             self.state_head = nn.Sequential(nn.Linear(spec.state_dim, config.state_latent_dim),
@@ -296,11 +359,14 @@ class ObservationEncoder(nn.Module):
         ``dropout=False`` turns dropout off even in training mode (the learner
         encodes next observations for the target that way).
         """
+        state = observations.get(STATE_KEY)
+        if state is not None and self.state_normalizer is not None:
+            state = self.state_normalizer(state)
         if not self.camera_names:
-            return observations[STATE_KEY]
+            return state
         cached = {c: observations[feature_key(c)] for c in self.camera_names
                   if feature_key(c) in observations}
         missing = {c: observations[c] for c in self.camera_names if c not in cached}
         if missing:
             cached.update(self.backbone_features(missing, augment))
-        return self.head(cached, observations.get(STATE_KEY), dropout)
+        return self.head(cached, state, dropout)

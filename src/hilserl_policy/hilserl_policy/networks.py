@@ -34,6 +34,8 @@ NUM_GRIPPER_ACTIONS = 3
 
 def gripper_index_to_command(index: int) -> int:
     """Grasp-critic index (0 close, 1 stay, 2 open) -> Action.GRIPPER_* (-1, 0, 1)."""
+    if index not in (0, 1, 2):
+        raise ValueError(f"gripper index must be 0 (close), 1 (stay) or 2 (open), got {index!r}")
     return int(index) - 1
 
 
@@ -42,6 +44,15 @@ def gripper_command_to_index(command: int) -> int:
     if command not in (-1, 0, 1):
         raise ValueError(f"gripper command must be -1, 0 or 1, got {command!r}")
     return int(command) + 1
+
+
+def gripper_change_penalty(gripper_index: int, gripper_closed: bool, penalty: float) -> float:
+    """``penalty`` (<= 0) when grasp-critic index ``gripper_index`` changes the gripper
+    state (close an open gripper or open a closed one), else 0. ``gripper_closed``:
+    the gripper's commanded state before this command."""
+    changes = (gripper_index == GRIPPER_CLOSE and not gripper_closed) or (
+        gripper_index == GRIPPER_OPEN and gripper_closed)
+    return float(penalty) if changes else 0.0
 
 
 class MLP(nn.Module):

@@ -1,0 +1,235 @@
+"""Sample efficiency of the RLPD core on Panda pick-cube, in process (no ROS).
+
+Randomised cube, state observations, 20 scripted demos, deterministic
+evaluation of 50 fixed-seed episodes every 1,000 env steps, fixed
+update-to-data ratio, several seeds, with and without a simulated human
+(the scripted expert taking over by an ``InterventionRule``).
+
+    python bench/sample_efficiency.py --out se.json --png se.png
+    python bench/sample_efficiency.py --quick            # smoke run, < 2 min
+    python bench/sample_efficiency.py --seeds 0 1 2 --modes no_intervention \
+        --layout raw --normalization running --steps 8000 --eval-episodes 20
+
+JSON: {"results": {mode: {"steps_to_95": worst seed's first step at >= 95 %
+(null if any seed never got there), "success_at": {step: mean over seeds},
+"wall_s": mean seconds per run, "per_seed": {...}, "intervention_rate_at"
+(sim_intervention)}}, "config": {...}}. The PNG (own rasteriser, no
+matplotlib) plots success vs env steps, one line per seed and mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import struct
+import sys
+import time
+import zlib
+
+import numpy as np
+
+MODES = ("no_intervention", "sim_intervention")
+REPORT_STEPS = (2000, 4000, 6000, 10000)
+
+
+def run_one(job: dict) -> dict:
+    """One training run (one seed, one mode) in this process."""
+    import torch
+
+    torch.set_num_threads(1)
+    from hilserl_learner.config import LearnerConfig, ReplayConfig, RLPDConfig
+    from hilserl_learner.training import TrainingConfig, train
+    from hilserl_policy.config import CriticConfig, NetworkConfig
+    from hilserl_sim.expert import EXPERT_DEFAULTS, ScriptedExpert
+    from hilserl_sim.pick_cube_env import PickCubeEnv
+    from hilserl_sim.simulated_human import InterventionRule, SimulatedHuman
+
+    seed = job["seed"]
+    env = PickCubeEnv(layout=job["layout"])
+    spec = env.observation_spec(job["normalization"])
+    config = LearnerConfig(
+        spec=spec,
+        networks=NetworkConfig(critic=CriticConfig(num_critics=job["critics"],
+                                                   target_subset_size=min(2, job["critics"]))),
+        rlpd=RLPDConfig(utd_ratio=job["utd"], seed=seed, random_steps=job["random_steps"]),
+        replay=ReplayConfig(online_capacity=max(job["steps"], 1), demo_capacity=20_000))
+    training = TrainingConfig(total_env_steps=job["steps"], num_demos=job["demos"],
+                              eval_every=job["eval_every"], eval_episodes=job["eval_episodes"],
+                              train_seed=seed, demo_seed=1_000_000 + 1000 * seed)
+    human = None
+    if job["mode"] == "sim_intervention":
+        human = SimulatedHuman(InterventionRule(**job["rule"]), seed=seed)
+    expert = ScriptedExpert(EXPERT_DEFAULTS["panda"], seed=seed)
+
+    def progress(point):
+        print(f"[{job['mode']} seed {seed}] step {point.env_step:6d} success {point.success_rate:5.2f} "
+              f"interv {point.intervention_rate:4.2f} updates {point.updates} {point.wall_s:6.0f}s",
+              flush=True)
+
+    start = time.monotonic()
+    result = train(env, config, training, expert=expert, human=human, progress=progress)
+    env.close()
+    return {"mode": job["mode"], "seed": seed, "wall_s": round(time.monotonic() - start, 1),
+            "steps_to_95": result.steps_to(0.95), "demo_transitions": result.demo_transitions,
+            "intervention_steps": result.intervention_steps,
+            "curve": [{"env_step": p.env_step, "success": p.success_rate,
+                       "intervention_rate": round(p.intervention_rate, 4),
+                       "mean_length": round(p.mean_length, 1), "updates": p.updates}
+                      for p in result.curve]}
+
+
+def summarise(runs: list[dict], mode: str) -> dict:
+    mine = sorted((r for r in runs if r["mode"] == mode), key=lambda r: r["seed"])
+    steps = [r["steps_to_95"] for r in mine]
+    out = {"steps_to_95": None if any(s is None for s in steps) else max(steps),
+           "success_at": {}, "wall_s": round(float(np.mean([r["wall_s"] for r in mine])), 1),
+           "per_seed": {str(r["seed"]): {"steps_to_95": r["steps_to_95"], "wall_s": r["wall_s"],
+                                         "curve": r["curve"]} for r in mine}}
+    all_steps = sorted({p["env_step"] for r in mine for p in r["curve"]})
+    for step in sorted(set(REPORT_STEPS) | set(all_steps)):
+        values = [p["success"] for r in mine for p in r["curve"] if p["env_step"] == step]
+        if values and (step in REPORT_STEPS or step == all_steps[-1]):
+            out["success_at"][str(step)] = round(float(np.mean(values)), 3)
+    if mode == "sim_intervention":
+        out["intervention_rate_at"] = {}
+        for step in all_steps:
+            values = [p["intervention_rate"] for r in mine for p in r["curve"] if p["env_step"] == step]
+            out["intervention_rate_at"][str(step)] = round(float(np.mean(values)), 4)
+        out["intervention_steps_total"] = {str(r["seed"]): r["intervention_steps"] for r in mine}
+    return out
+
+
+# ----------------------------------------------------------------- PNG output
+_DIGITS = {  # 3x5 bitmap font for tick labels
+    "0": "111101101101111", "1": "010110010010111", "2": "111001111100111",
+    "3": "111001111001111", "4": "101101111001001", "5": "111100111001111",
+    "6": "111100111101111", "7": "111001001001001", "8": "111101111101111",
+    "9": "111101111001111", "k": "100101110101101", "%": "101001010100101",
+}
+_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+            (140, 86, 75), (227, 119, 194), (127, 127, 127)]
+
+
+def _text(img: np.ndarray, x: int, y: int, text: str, scale: int = 2) -> None:
+    for ch in text:
+        bits = _DIGITS.get(ch)
+        if bits:
+            for i, b in enumerate(bits):
+                if b == "1":
+                    r, c = divmod(i, 3)
+                    img[y + r * scale:y + (r + 1) * scale, x + c * scale:x + (c + 1) * scale] = 0
+        x += 4 * scale
+
+
+def _line(img: np.ndarray, p0, p1, colour, width: int = 2, dashed: bool = False) -> None:
+    n = int(max(abs(p1[0] - p0[0]), abs(p1[1] - p0[1]))) + 1
+    for i, t in enumerate(np.linspace(0.0, 1.0, n)):
+        if dashed and (i // 6) % 2:
+            continue
+        x = int(round(p0[0] + t * (p1[0] - p0[0])))
+        y = int(round(p0[1] + t * (p1[1] - p0[1])))
+        img[max(0, y - width // 2):y + (width + 1) // 2, max(0, x - width // 2):x + (width + 1) // 2] = colour
+
+
+def write_png(path: str, series: list[tuple[str, list[tuple[int, float]], bool]], max_step: int) -> None:
+    """Success (0-100 %) vs env steps; ``series``: (label, points, dashed). Legend: colour order
+    = order of ``series`` (printed to stdout); solid = no_intervention, dashed = sim_intervention."""
+    width, height, left, right, top, bottom = 800, 480, 60, 20, 20, 40
+    img = np.full((height, width, 3), 255, np.uint8)
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def xy(step, rate):
+        return left + plot_w * step / max_step, top + plot_h * (1.0 - rate)
+
+    for k in range(0, 11, 2):  # horizontal grid every 20 %
+        y = int(top + plot_h * (1 - k / 10))
+        img[y, left:left + plot_w] = 210
+        _text(img, 8, y - 5, f"{k * 10}%")
+    tick = 1000 if max_step <= 12_000 else 2000
+    for s in range(0, max_step + 1, tick):
+        x = int(xy(s, 0)[0])
+        img[top:top + plot_h, x] = 230
+        _text(img, x - 8, top + plot_h + 10, f"{s // 1000}k")
+    img[top:top + plot_h + 1, left] = 0
+    img[top + plot_h, left:left + plot_w + 1] = 0
+    _line(img, xy(0, 0.95), xy(max_step, 0.95), (160, 160, 160), 1, dashed=True)
+    for i, (_, points, dashed) in enumerate(series):
+        colour = _COLOURS[i % len(_COLOURS)]
+        pts = [(0, 0.0)] + list(points)
+        for a, b in zip(pts[:-1], pts[1:]):
+            _line(img, xy(*a), xy(*b), colour, 3, dashed)
+    raw = b"".join(b"\x00" + img[r].tobytes() for r in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    with open(path, "wb") as handle:
+        handle.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", help="write the JSON here")
+    parser.add_argument("--png", help="write the learning-curve PNG here")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed per mode, 1,000 steps")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--steps", type=int, default=10_000, help="env steps per run")
+    parser.add_argument("--eval-every", type=int, default=1000)
+    parser.add_argument("--eval-episodes", type=int, default=50)
+    parser.add_argument("--demos", type=int, default=20)
+    parser.add_argument("--layout", default="relative", choices=("relative", "raw", "raw+relative"))
+    parser.add_argument("--normalization", default="none", choices=("none", "bounds", "running"))
+    parser.add_argument("--utd", type=float, default=1.0, help="updates per env step")
+    parser.add_argument("--critics", type=int, default=2)
+    parser.add_argument("--random-steps", type=int, default=0)
+    parser.add_argument("--rule", default="episode_probability",
+                        choices=("episode_probability", "no_progress", "success_rate", "always"))
+    parser.add_argument("--rule-p", type=float, default=0.5, help="rule's start_probability")
+    parser.add_argument("--rule-decay", type=int, default=5000, help="rule's decay_steps")
+    parser.add_argument("--rule-patience", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                        help="runs in parallel (one process and one torch thread each)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.eval_every, args.eval_episodes, args.demos = 1000, 500, 5, 5
+        args.seeds = args.seeds[:1]
+    rule = {"kind": args.rule, "start_probability": args.rule_p, "decay_steps": args.rule_decay,
+            "patience": args.rule_patience}
+    jobs = [{"mode": mode, "seed": seed, "steps": args.steps, "eval_every": args.eval_every,
+             "eval_episodes": args.eval_episodes, "demos": args.demos, "layout": args.layout,
+             "normalization": args.normalization, "utd": args.utd, "critics": args.critics,
+             "random_steps": args.random_steps, "rule": rule}
+            for mode in args.modes for seed in args.seeds]
+    start = time.monotonic()
+    if args.workers > 1 and len(jobs) > 1:
+        with multiprocessing.get_context("spawn").Pool(min(args.workers, len(jobs))) as pool:
+            runs = pool.map(run_one, jobs, chunksize=1)
+    else:
+        runs = [run_one(job) for job in jobs]
+    config = {k: v for k, v in vars(args).items() if k not in ("out", "png", "workers")}
+    config.update({"rule": rule if "sim_intervention" in args.modes else None,
+                   "scene": "panda pick-cube, randomised cube", "batch_size": 256,
+                   "learning_starts": 100, "total_wall_s": round(time.monotonic() - start, 1)})
+    report = {"results": {mode: summarise(runs, mode) for mode in args.modes}, "config": config}
+    text = json.dumps(report, indent=2)
+    if args.out:
+        with open(args.out, "w") as handle:
+            handle.write(text + "\n")
+    for mode, res in report["results"].items():
+        print(f"{mode}: steps_to_95 {res['steps_to_95']}  success_at {res['success_at']}  "
+              f"per-seed {[v['steps_to_95'] for v in res['per_seed'].values()]}  wall {res['wall_s']} s")
+    if args.png:
+        series = [(f"{r['mode']} seed {r['seed']}", [(p["env_step"], p["success"]) for p in r["curve"]],
+                   r["mode"] == "sim_intervention") for r in runs]
+        write_png(args.png, series, args.steps)
+        for i, (label, _, _) in enumerate(series):
+            print(f"png line colour {_COLOURS[i % len(_COLOURS)]}: {label}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

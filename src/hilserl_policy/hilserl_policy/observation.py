@@ -1,0 +1,154 @@
+"""State-vector layouts: named robot/task quantities -> the policy's state vector. No ROS here.
+
+What the policy observes is part of the algorithm (see docs/observations.md for
+the learning curves that chose the default). A layout is a pure function of
+plain numpy inputs, so the in-process env, the ROS actor node (JointState,
+end-effector pose, cube pose from ``hilserl/task_state``) and demo recording
+all build the same vector:
+
+- ``"relative"`` (default, 10-D): gripper opening, end-effector xyz, cube xyz,
+  ``relative_scale * (cube - end effector)``. The offset that decides a grasp
+  is centimetres; scaled by 10 it is of the order of the other entries.
+- ``"raw"`` (7 + 7 + 1 + 3 + 3 = 21-D on the Panda): joint positions, joint
+  velocities, gripper opening, end-effector xyz, cube xyz.
+- ``"raw+relative"`` (24-D): ``"raw"`` followed by the scaled offset.
+
+Units: metres (base frame), radians, rad/s; gripper opening 0 = closed, 1 = open.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+LAYOUT_NAMES = ("relative", "raw", "raw+relative")
+DEFAULT_LAYOUT = "relative"
+DEFAULT_RELATIVE_SCALE = 10.0
+_XYZ = ("x", "y", "z")
+
+
+def _vector(name: str, value, size: int | None) -> np.ndarray:
+    """``value`` as a finite float64 vector of ``size`` entries, or a ValueError naming it."""
+    if value is None:
+        raise ValueError(f"{name} is required by this layout")
+    array = np.asarray(value, dtype=np.float64).reshape(-1)
+    if size is not None and array.shape[0] != size:
+        raise ValueError(f"{name} must have {size} entries, got {array.shape[0]}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} must be finite, got {array.tolist()}")
+    return array
+
+
+@dataclasses.dataclass(frozen=True)
+class ObservationLayout:
+    """One named layout of the state vector for an arm with ``num_joints`` arm joints.
+
+    ``dim`` and ``names`` (one per element) say what the vector holds;
+    ``build`` makes it from plain arrays; ``bounds`` gives fixed per-element
+    ranges for ``ObservationSpec.state_normalization = "bounds"``.
+    """
+
+    name: str = DEFAULT_LAYOUT
+    num_joints: int = 7  # arm joints (gripper excluded); used by the "raw" parts only
+    relative_scale: float = DEFAULT_RELATIVE_SCALE  # multiplier of (cube - end effector)
+
+    def __post_init__(self) -> None:
+        if self.name not in LAYOUT_NAMES:
+            raise ValueError(f"ObservationLayout.name: must be one of {LAYOUT_NAMES}, got {self.name!r}")
+        if isinstance(self.num_joints, bool) or not isinstance(self.num_joints, int) or self.num_joints < 1:
+            raise ValueError(f"ObservationLayout.num_joints: must be an int >= 1, got {self.num_joints!r}")
+        if not (np.isfinite(self.relative_scale) and self.relative_scale > 0):
+            raise ValueError(f"ObservationLayout.relative_scale: must be > 0, got {self.relative_scale!r}")
+
+    @property
+    def uses_joints(self) -> bool:
+        return self.name in ("raw", "raw+relative")
+
+    @property
+    def uses_relative(self) -> bool:
+        return self.name in ("relative", "raw+relative")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Per-element names, e.g. ``("gripper", "ee_x", ..., "rel_z")``."""
+        out: list[str] = []
+        if self.uses_joints:
+            out += [f"joint{i}_pos" for i in range(self.num_joints)]
+            out += [f"joint{i}_vel" for i in range(self.num_joints)]
+        out.append("gripper")
+        out += [f"ee_{a}" for a in _XYZ] + [f"cube_{a}" for a in _XYZ]
+        if self.uses_relative:
+            out += [f"rel_{a}" for a in _XYZ]
+        return tuple(out)
+
+    @property
+    def dim(self) -> int:
+        return len(self.names)
+
+    def build(self, *, gripper_opening: float, ee_position: Sequence[float],
+              cube_position: Sequence[float], joint_positions: Sequence[float] | None = None,
+              joint_velocities: Sequence[float] | None = None) -> np.ndarray:
+        """The float32 state vector (``dim``,) in the order of ``names``.
+
+        Joint arrays may be longer than ``num_joints`` (e.g. a JointState with
+        the gripper joint last): the first ``num_joints`` entries are used.
+        They are ignored by ``"relative"``.
+        """
+        ee = _vector("ee_position", ee_position, 3)
+        cube = _vector("cube_position", cube_position, 3)
+        gripper = _vector("gripper_opening", gripper_opening, 1)
+        parts = []
+        if self.uses_joints:
+            for label, joints in (("joint_positions", joint_positions),
+                                  ("joint_velocities", joint_velocities)):
+                array = _vector(label, joints, None)
+                if array.shape[0] < self.num_joints:
+                    raise ValueError(f"{label} must have at least {self.num_joints} entries, "
+                                     f"got {array.shape[0]}")
+                parts.append(array[:self.num_joints])
+        parts += [gripper, ee, cube]
+        if self.uses_relative:
+            parts.append(self.relative_scale * (cube - ee))
+        return np.concatenate(parts).astype(np.float32)
+
+    def bounds(self, position_low: Sequence[float], position_high: Sequence[float],
+               joint_low: Sequence[float] | None = None, joint_high: Sequence[float] | None = None,
+               joint_velocity_limit: float = 2.0) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Fixed (low, high) per element from the workspace box (and joint ranges).
+
+        ``position_low/high``: the end-effector bounds box (also bounds the cube
+        while held; a cube pushed outside it is merely outside [-1, 1]).
+        """
+        low3 = _vector("position_low", position_low, 3)
+        high3 = _vector("position_high", position_high, 3)
+        low: list[float] = []
+        high: list[float] = []
+        if self.uses_joints:
+            if joint_low is None or joint_high is None:
+                raise ValueError("joint_low and joint_high are required by this layout's bounds")
+            low += list(_vector("joint_low", joint_low, None)[:self.num_joints])
+            high += list(_vector("joint_high", joint_high, None)[:self.num_joints])
+            low += [-joint_velocity_limit] * self.num_joints
+            high += [joint_velocity_limit] * self.num_joints
+        low.append(0.0)
+        high.append(1.0)
+        cube_low = low3.copy()
+        cube_low[2] = 0.0  # the cube rests on the table (z = 0 in the base frame)
+        low += list(low3) + list(cube_low)
+        high += list(high3) + list(high3)
+        if self.uses_relative:
+            span = self.relative_scale * (high3 - cube_low)
+            low += list(-span)
+            high += list(span)
+        if len(low) != self.dim:
+            raise ValueError(f"joint_low/joint_high must have at least {self.num_joints} entries")
+        return tuple(float(v) for v in low), tuple(float(v) for v in high)
+
+
+def build_state(layout: str | ObservationLayout, **quantities) -> np.ndarray:
+    """Shorthand: ``ObservationLayout(layout).build(**quantities)`` for a layout name."""
+    if isinstance(layout, str):
+        layout = ObservationLayout(layout)
+    return layout.build(**quantities)
