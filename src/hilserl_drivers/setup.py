@@ -18,7 +18,7 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-
+            "safety_limiter = hilserl_drivers.safety_limiter_node:main",
         ],
     },
 )

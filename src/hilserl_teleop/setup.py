@@ -18,7 +18,7 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-
+            "intervention_mux = hilserl_teleop.intervention_mux_node:main",
         ],
     },
 )
