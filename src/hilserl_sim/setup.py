@@ -22,6 +22,7 @@ setup(
     entry_points={
         "console_scripts": [
             "sim_bridge = hilserl_sim.sim_bridge_node:main",
+            "simulated_human = hilserl_sim.simulated_human_node:main",
         ],
     },
 )

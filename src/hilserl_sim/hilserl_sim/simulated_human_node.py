@@ -1,0 +1,206 @@
+"""Simulated human node: the scripted expert as one more human-action source for the mux.
+
+On every frame (the bridge's hilserl/reward, published last with the frame's stamp) it
+feeds the frame's ee_pose, task_state (cube) and gripper opening (from joint_states) to
+``SimulatedHuman`` and publishes one hilserl/human_action stamped with the frame stamp:
+the expert's deltas and gripper command, source SCRIPTED, ``intervention`` = whether the
+rule has the human in control this frame. Episode boundaries and outcomes come from the
+actor's hilserl/episode_status: an ended episode (end_reason != END_RUNNING) is reported
+to the rule, and the next frame starts the next episode. Rule parameters take effect
+when set (episode-level rules from the next episode on).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PoseStamped
+from hilserl_msgs.msg import Action, EpisodeStatus, Reward, Topics
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import JointState
+
+from hilserl_sim.expert import EXPERT_DEFAULTS
+from hilserl_sim.scenes import ARMS
+from hilserl_sim.simulated_human import RULE_KINDS, InterventionRule, SimulatedHuman
+
+RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+KEPT_FRAMES = 32
+
+RULE_FIELDS = ("start_probability", "decay_steps", "patience", "min_progress", "target_success_rate")
+
+PARAMETERS = {
+    "scene": ("panda", ParameterDescriptor(
+        description="arm of the bridged scene ('panda', 'so101'): expert tuning and gripper opening",
+        read_only=True, additional_constraints="one of " + ", ".join(ARMS))),
+    "seed": (0, ParameterDescriptor(description="seed of the rule's draws and the expert's noise", read_only=True)),
+    "rule": ("episode_probability", ParameterDescriptor(
+        description="when the human takes over: " + ", ".join(RULE_KINDS),
+        additional_constraints="one of " + ", ".join(RULE_KINDS))),
+    "start_probability": (0.5, ParameterDescriptor(
+        description="take-over probability of an episode at env step 0 / success rate 0",
+        floating_point_range=[FloatingPointRange(from_value=0.0, to_value=1.0)])),
+    "decay_steps": (5000, ParameterDescriptor(
+        description="frames over which the probability decays linearly to 0 (no_progress: active this long; "
+                    "0 = always)", integer_range=[IntegerRange(from_value=0, to_value=10_000_000)])),
+    "patience": (10, ParameterDescriptor(
+        description="no_progress: frames without getting closer to the cube before taking over",
+        integer_range=[IntegerRange(from_value=0, to_value=100_000)])),
+    "min_progress": (0.005, ParameterDescriptor(
+        description="no_progress: metres closer to the cube that count as progress",
+        floating_point_range=[FloatingPointRange(from_value=0.0, to_value=1.0)])),
+    "target_success_rate": (0.9, ParameterDescriptor(
+        description="success_rate: take-over probability reaches 0 at this success rate",
+        floating_point_range=[FloatingPointRange(from_value=0.01, to_value=1.0)])),
+    "window": (20, ParameterDescriptor(
+        description="success_rate: policy-only episodes in the measured success rate", read_only=True,
+        integer_range=[IntegerRange(from_value=1, to_value=10_000)])),
+}
+
+
+def _stamp_ns(header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+def _rule(values: dict) -> InterventionRule:
+    try:
+        return InterventionRule(kind=values["rule"], window=int(values["window"]),
+                                **{name: values[name] for name in RULE_FIELDS})
+    except ValueError as exc:  # name the parameter, not the dataclass field
+        raise ValueError(str(exc).replace("InterventionRule.kind", "rule").replace("InterventionRule.", "")) from None
+
+
+class SimulatedHumanNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("simulated_human", **kwargs)
+        for name, (default, descriptor) in PARAMETERS.items():
+            self.declare_parameter(name, default, descriptor)
+        self._values = {name: self.get_parameter(name).value for name in PARAMETERS}
+        scene = self._values["scene"]
+        if scene not in ARMS:
+            raise ValueError(f"scene must be one of {sorted(ARMS)}, got {scene!r}")
+        self._arm = ARMS[scene]
+        self.human = SimulatedHuman(_rule(self._values), EXPERT_DEFAULTS[scene], seed=int(self._values["seed"]))
+        self._lock = threading.Lock()
+        self._ee: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+        self._cube: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+        self._gripper: collections.OrderedDict[int, float] = collections.OrderedDict()
+        self._episode = 0
+        self._episode_step = 0
+        self._episode_started = False
+        self.published = 0
+        self.unmatched_frames = 0
+        """Frames whose pose, cube or joints were missing for the frame stamp (latest used, or skipped)."""
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+
+        self._human_pub = self.create_publisher(Action, Topics.HUMAN_ACTION, RELIABLE)
+        self.create_subscription(PoseStamped, Topics.EE_POSE, self._on_ee_pose, RELIABLE)
+        self.create_subscription(PoseStamped, Topics.TASK_STATE, self._on_task_state, RELIABLE)
+        self.create_subscription(JointState, Topics.JOINT_STATES, self._on_joint_states, RELIABLE)
+        self.create_subscription(EpisodeStatus, Topics.EPISODE_STATUS, self._on_episode_status, RELIABLE)
+        self.create_subscription(Reward, Topics.REWARD, self._on_reward, RELIABLE)
+
+    # ------------------------------------------------------------- parameters
+    def _validate_parameters(self, params) -> SetParametersResult:
+        values = dict(self._values)
+        values.update({p.name: p.value for p in params if p.name in PARAMETERS})
+        try:
+            _rule(values)
+        except (ValueError, TypeError) as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, params) -> None:
+        with self._lock:
+            self._values.update({p.name: p.value for p in params if p.name in PARAMETERS})
+            self.human.rule = _rule(self._values)
+        self.get_logger().info("applied " + ", ".join(f"{p.name}={p.value}" for p in params)
+                               + " (episode-level rules from the next episode)")
+
+    # ------------------------------------------------------------------ inputs
+    @staticmethod
+    def _keep(store: collections.OrderedDict, stamp: int, value) -> None:
+        store[stamp] = value
+        while len(store) > KEPT_FRAMES:
+            store.popitem(last=False)
+
+    def _on_ee_pose(self, msg: PoseStamped) -> None:
+        p = msg.pose.position
+        with self._lock:
+            self._keep(self._ee, _stamp_ns(msg.header), np.array([p.x, p.y, p.z]))
+
+    def _on_task_state(self, msg: PoseStamped) -> None:
+        p = msg.pose.position
+        with self._lock:
+            self._keep(self._cube, _stamp_ns(msg.header), np.array([p.x, p.y, p.z]))
+
+    def _on_joint_states(self, msg: JointState) -> None:
+        if self._arm.gripper_joint not in msg.name:
+            return
+        q = msg.position[list(msg.name).index(self._arm.gripper_joint)]
+        arm = self._arm
+        opening = float(np.clip((q - arm.gripper_joint_closed) / (arm.gripper_joint_open - arm.gripper_joint_closed),
+                                0.0, 1.0))
+        with self._lock:
+            self._keep(self._gripper, _stamp_ns(msg.header), opening)
+
+    def _on_episode_status(self, msg: EpisodeStatus) -> None:
+        with self._lock:
+            if msg.end_reason != EpisodeStatus.END_RUNNING:
+                if self._episode_started and msg.episode_id == self._episode:
+                    self.human.end_episode(bool(msg.success))
+                    self._episode_started = False
+                    self._episode = int(msg.episode_id) + 1
+            elif msg.episode_id != self._episode:
+                self._episode = int(msg.episode_id)  # the actor's numbering (or a missed end): follow it
+
+    def _on_reward(self, msg: Reward) -> None:
+        stamp = _stamp_ns(msg.header)
+        with self._lock:
+            inputs = [store.get(stamp) for store in (self._ee, self._cube, self._gripper)]
+            if any(v is None for v in inputs):
+                self.unmatched_frames += 1
+                if not (self._ee and self._cube and self._gripper):
+                    self.get_logger().warning("frame without ee_pose, task_state or joint_states: no human action",
+                                              throttle_duration_sec=2.0)
+                    return
+                inputs = [next(reversed(s.values())) for s in (self._ee, self._cube, self._gripper)]
+            if not self._episode_started:
+                self.human.reset(self._episode)
+                self._episode_started = True
+                self._episode_step = 0
+            intervening, deltas, gripper = self.human.decide(self._episode_step, *inputs)
+            self._episode_step += 1
+        out = Action()
+        out.header.stamp = msg.header.stamp
+        out.header.frame_id = "simulated"
+        out.linear.x, out.linear.y, out.linear.z = (float(v) for v in deltas[:3])
+        out.gripper = int(gripper)
+        out.source = Action.SOURCE_SCRIPTED
+        out.intervention = bool(intervening)
+        self._human_pub.publish(out)
+        self.published += 1
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = SimulatedHumanNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
