@@ -213,7 +213,7 @@ def ensemble_forward_autograd(x: torch.Tensor, activation: str, n_hidden: int,
     out_w, out_b = params[-2], params[-1]
     rows, in_dim = x.shape
     k, width = out_w.shape[0], norm_w[0].shape[-1]
-    act = torch.tanh if activation == "tanh" else torch.relu
+    act = fast_tanh if activation == "tanh" else torch.relu
     low = hidden_dtype is not None and hidden_dtype != torch.float32
     w1 = first_w.view(in_dim, k, width).transpose(0, 1)  # (k, in, H) view
     z = torch.baddbmm(first_b.view(k, 1, width), x.expand(k, rows, in_dim), w1)
