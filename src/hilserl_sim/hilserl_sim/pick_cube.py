@@ -226,6 +226,8 @@ class PickCubeSim:
         ``initial_state`` (base frame): ``[cube_x, cube_y]``, ``[cube_x, cube_y, cube_yaw]`` or
         ``[cube_x, cube_y, cube_yaw, ee_x, ee_y, ee_z]``; missing entries are drawn at random.
         """
+        if seed is not None and (not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         rng = np.random.default_rng(seed)
         cfg = self.config
         low, high = cfg.spawn_area()
@@ -240,6 +242,7 @@ class PickCubeSim:
                     "initial_state must be [cube_x, cube_y], [cube_x, cube_y, cube_yaw] or "
                     f"[cube_x, cube_y, cube_yaw, ee_x, ee_y, ee_z] (finite), got {list(values)}"
                 )
+            self._check_initial_state(values)
             cube_xy = values[:2]
             if values.size >= 3:
                 cube_yaw = float(values[2])
@@ -265,6 +268,16 @@ class PickCubeSim:
         self.target = clamp_target(EndEffectorTarget(ee_pos, np.zeros(3)), self.limits)
         self.steps = 0
         return self.state()
+
+    def _check_initial_state(self, values: np.ndarray) -> None:
+        """Refuse a start state outside the workspace, naming the entry and its valid range."""
+        low, high = np.asarray(self.limits.position_low), np.asarray(self.limits.position_high)
+        ranges = [("cube_x", low[0], high[0]), ("cube_y", low[1], high[1]), ("cube_yaw", -np.pi, np.pi),
+                  ("ee_x", low[0], high[0]), ("ee_y", low[1], high[1]), ("ee_z", low[2], high[2])]
+        for value, (name, lo, hi) in zip(values, ranges):
+            if not lo <= value <= hi:
+                raise ValueError(f"initial_state {name} = {value:g} is outside its valid range "
+                                 f"[{lo:g}, {hi:g}] (the end-effector bounds box, base frame)")
 
     def step(self, deltas: Sequence[float] | np.ndarray, gripper: int = 0) -> StepResult:
         """One control period: command -> limits -> IK -> servos -> physics substeps."""

@@ -24,9 +24,9 @@ import rclpy
 from geometry_msgs.msg import PoseStamped
 from hilserl_msgs.msg import Action, NamedImage, Observation, Reward, Topics
 from hilserl_msgs.srv import ResetEpisode
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image, JointState
 
@@ -34,6 +34,7 @@ from hilserl_sim.bridge_params import declare_bridge_parameters, make_environmen
 from hilserl_sim.frame import Frame
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def image_message(image: np.ndarray, stamp, frame_id: str) -> Image:
@@ -85,7 +86,9 @@ class SimBridgeNode(Node):
             for name in self.env.camera_names
         }
         self.create_subscription(Action, Topics.COMMAND, self._on_command, RELIABLE)
-        self.create_service(ResetEpisode, Topics.RESET_EPISODE, self._on_reset_episode)
+        # KEEP_ALL: a burst of requests is queued and every one answered (the default
+        # depth of 10 silently dropped the rest of a 50-request burst).
+        self.create_service(ResetEpisode, Topics.RESET_EPISODE, self._on_reset_episode, qos_profile=SERVICE_QOS)
         if self.params.mode == "realtime":
             self.create_timer(1.0 / self.params.control_rate_hz, self._on_timer)
 
@@ -192,7 +195,12 @@ def main(args=None) -> None:
     node = None
     try:
         node = SimBridgeNode()
-        rclpy.spin(node)
+        # Wake at least every 0.1 s: Python runs a signal handler only between waits, and an
+        # idle lock-step bridge has nothing else (no timer, no command) that would wake it.
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -143,6 +143,28 @@ def test_reset_service_is_deterministic_and_reports_bad_initial_state(ros):
     assert not bad.success and "initial_state" in bad.message
 
 
+def test_reset_burst_every_request_answered_and_bad_requests_refused_by_name(ros):
+    _bridge(ros, mode="lockstep", cameras=[])
+    client = Client(ros)
+    assert wait_for(client.connected, 10.0)
+    requests = [ResetEpisode.Request(use_seed=True, seed=i) for i in range(50)]
+    futures = [client.reset_client.call_async(r) for r in requests]  # 50 outstanding at once
+    wait_for(lambda: all(f.done() for f in futures), 60.0)
+    answered = [f.result() for f in futures if f.done()]
+    print(f"reset burst: {len(answered)} of {len(futures)} answered")
+    assert len(answered) == 50
+    assert all(r.success for r in answered)
+    assert sorted(r.episode_id for r in answered) == list(range(1, 51))
+
+    far = client.reset(initial_state=[100.0, 0.0])
+    assert not far.success and "cube_x" in far.message and "[0.3, 0.7]" in far.message, far.message
+    high = client.reset(initial_state=[0.5, 0.0, 0.0, 0.5, 0.0, 3.0])
+    assert not high.success and "ee_z" in high.message, high.message
+    negative = client.reset(seed=-4)
+    assert not negative.success and "seed" in negative.message, negative.message
+    assert client.reset(seed=4).success  # still serving after refusals
+
+
 def test_lockstep_rejects_malformed_commands_and_holds(ros):
     bridge = _bridge(ros, mode="lockstep", cameras=[])
     client = Client(ros)
@@ -253,11 +275,12 @@ def test_bad_parameters_fail_naming_the_parameter(ros, params, match):
         SimBridgeNode(context=ros.context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
 
 
+@pytest.mark.parametrize("mode", ["realtime", "lockstep"])  # lockstep: idle, nothing wakes it
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_node_process_shuts_down_cleanly(ros_domain_id, sig):
+def test_node_process_shuts_down_cleanly(ros_domain_id, sig, mode):
     env = isolated_environment(ros_domain_id)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hilserl_sim.sim_bridge_node", "--ros-args", "-p", "mode:=realtime",
+        [sys.executable, "-m", "hilserl_sim.sim_bridge_node", "--ros-args", "-p", f"mode:={mode}",
          "-p", "cameras:=[front]"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
@@ -267,15 +290,15 @@ def test_node_process_shuts_down_cleanly(ros_domain_id, sig):
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             lines.append(line)
-            if "bridge in realtime mode" in line or not line:
+            if f"bridge in {mode} mode" in line or not line:
                 break
-        assert any("bridge in realtime mode" in line for line in lines), "".join(lines)
+        assert any(f"bridge in {mode} mode" in line for line in lines), "".join(lines)
         time.sleep(1.0)  # a few timer ticks with rendering in flight
         start = time.monotonic()
         os.kill(proc.pid, sig)
-        rc = proc.wait(timeout=5.0)
+        rc = proc.wait(timeout=2.0)
         output = "".join(lines) + proc.stdout.read()
-        print(f"{signal.Signals(sig).name}: exit {rc} after {time.monotonic() - start:.2f} s")
+        print(f"{mode}, {signal.Signals(sig).name}: exit {rc} after {time.monotonic() - start:.2f} s")
         assert rc == 0, output
         assert "Traceback" not in output, output
     finally:
