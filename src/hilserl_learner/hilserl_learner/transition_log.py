@@ -135,6 +135,23 @@ def _segment_start(path: Path) -> int:
         raise TransitionLogError(f"{path}: not a transition-log segment name") from error
 
 
+def read_log(directory: str | Path, after: int = -1) -> list[LogRecord]:
+    """Valid records of a log folder, read-only (a writer may be appending: the scan
+    stops at the first incomplete record and changes nothing on disk)."""
+    directory = Path(directory)
+    out = []
+    paths = sorted(directory.glob(f"{SEGMENT_PREFIX}*{SEGMENT_SUFFIX}"), key=_segment_start)
+    for path in paths:
+        view = memoryview(path.read_bytes())
+        offset, position = 0, _segment_start(path)
+        while (decoded := _decode_at(view, offset)) is not None:
+            actor_id, sequence, payload, offset = decoded
+            if position > after:
+                out.append(LogRecord(position, actor_id, sequence, payload))
+            position += 1
+    return out
+
+
 class TransitionLog:
     """One writer of a log folder (see the module docstring).
 

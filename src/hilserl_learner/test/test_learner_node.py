@@ -1,0 +1,427 @@
+"""The learner node over real DDS: durable acks, dedup, weights, checkpoints, parameters, R5.
+
+In-process tests run ``LearnerNode`` in the test's private rclpy context with a
+test publisher of Transitions. The R5 test runs the learner as a real process
+(``python -m hilserl_learner.learner_node --ros-args ...``), kills it with
+SIGKILL mid-stream, restarts it, and checks the buffers hold every sequence
+exactly once. Each transition carries its sequence number in ``state[0]`` so
+the buffers can be checked for loss and duplication.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hilserl_testing import isolated_environment, wait_for
+
+rclpy = pytest.importorskip("rclpy")
+
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy  # noqa: E402
+
+from hilserl_learner.buffers import DemoOnlineReplay  # noqa: E402
+from hilserl_learner.checkpoint import latest_checkpoint, load_checkpoint  # noqa: E402
+from hilserl_learner.transition_log import read_log  # noqa: E402
+from hilserl_msgs.msg import (  # noqa: E402
+    Action,
+    EpisodeStatus,
+    Observation,
+    PolicyParams,
+    Topics,
+    Transition,
+    TransitionAck,
+)
+from hilserl_msgs.srv import SaveCheckpoint  # noqa: E402
+from hilserl_policy.policy_export import InferencePolicy  # noqa: E402
+
+STATE_DIM = 4
+RELIABLE = QoSProfile(depth=1000, reliability=QoSReliabilityPolicy.RELIABLE,
+                      durability=QoSDurabilityPolicy.VOLATILE)
+LATEST = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
+                    durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def learner_parameters(tmp_path: Path, **overrides) -> dict:
+    values = dict(state_dim=STATE_DIM, action_dim=3, has_gripper=True, observation_layout="",
+                  hidden_dims=[16, 16], batch_size=8, learning_starts=4, seed=0,
+                  online_capacity=5000, demo_capacity=1000, checkpoint_dir=str(tmp_path / "ckpt"),
+                  publish_every_updates=5, checkpoint_period_s=0.0, report_period_s=1.0,
+                  sync_interval_ms=5.0, checkpoint_on_exit=False)
+    values.update(overrides)
+    return values
+
+
+def make_learner(ros, tmp_path, **overrides):
+    from hilserl_learner.learner_node import LearnerNode
+
+    values = learner_parameters(tmp_path, **overrides)
+    node = LearnerNode(context=ros.context,
+                       parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+    return ros.add(node)
+
+
+def transition(sequence: int, actor: str = "actor_0", intervened: bool = False,
+               episode_length: int = 20) -> Transition:
+    """Transition whose state[0] is its sequence number (so buffers can be audited)."""
+    step = sequence % episode_length
+    rng = np.random.default_rng(sequence)
+    state = [float(sequence), *rng.normal(size=STATE_DIM - 1).astype(float)]
+    next_state = [float(sequence) + 0.5, *rng.normal(size=STATE_DIM - 1).astype(float)]
+    last = step == episode_length - 1
+    return Transition(actor_id=actor, sequence=sequence, episode_id=sequence // episode_length,
+                      step=step, observation=Observation(state=state),
+                      next_observation=Observation(state=next_state),
+                      action=[float(v) for v in rng.uniform(-1, 1, 3)],
+                      gripper_action=Action.GRIPPER_STAY,
+                      action_source=Action.SOURCE_HUMAN if intervened else Action.SOURCE_POLICY,
+                      reward=float(last), terminated=last, truncated=False, intervened=intervened,
+                      gripper_penalty=0.0)
+
+
+class TransitionSender:
+    """Publishes transitions, keeps the unacknowledged ones and resends them (like the real actor)."""
+
+    def __init__(self, ros, actor_id: str = "actor_0", log_dir: Path | None = None):
+        self.node = ros.node(f"test_actor_{actor_id}")
+        self.actor_id = actor_id
+        self.pub = self.node.create_publisher(Transition, Topics.TRANSITIONS, RELIABLE)
+        self.acks: list[TransitionAck] = []
+        self.acked = -1
+        self.trained = -1
+        self.log_dir = log_dir
+        self.ack_violations: list[str] = []
+        self.node.create_subscription(TransitionAck, Topics.TRANSITION_ACKS, self._on_ack, RELIABLE)
+
+    def _on_ack(self, msg: TransitionAck) -> None:
+        if msg.actor_id != self.actor_id:
+            return
+        if self.log_dir is not None and msg.highest_contiguous >= 0:
+            on_disk = {r.sequence for r in read_log(self.log_dir) if r.actor_id == self.actor_id}
+            missing = set(range(msg.highest_contiguous + 1)) - on_disk
+            if missing:
+                self.ack_violations.append(f"ack {msg.highest_contiguous}, not on disk: {sorted(missing)[:5]}")
+        self.acks.append(msg)
+        self.acked = max(self.acked, msg.highest_contiguous)
+        self.trained = max(self.trained, msg.highest_trained)
+
+    def send(self, sequences) -> None:
+        for sequence in sequences:
+            self.pub.publish(transition(sequence, self.actor_id))
+
+    def wait_connected(self, timeout: float = 10.0) -> bool:
+        return wait_for(lambda: self.pub.get_subscription_count() > 0, timeout)
+
+
+def online_sequences(replay: DemoOnlineReplay) -> list[int]:
+    """state[0] of every valid online transition, in insertion order."""
+    buffer = replay.online
+    slots = np.arange(buffer.oldest, buffer.num_added) % buffer.capacity
+    return [int(v) for v in buffer.frame_state[buffer.obs_frame[slots], 0]]
+
+
+# ------------------------------------------------------------ in-process tests
+def test_acks_only_what_is_on_disk_and_trains_at_the_utd_ratio(ros, tmp_path):
+    learner = make_learner(ros, tmp_path, sync_every=16)
+    actor = TransitionSender(ros, log_dir=tmp_path / "ckpt" / "transition_log")
+    assert actor.wait_connected()
+    sent_at = time.monotonic()
+    for start in range(0, 300, 30):
+        actor.send(range(start, start + 30))
+        time.sleep(0.01)
+    assert wait_for(lambda: actor.acked == 299, 30.0), f"acked {actor.acked}"
+    elapsed = time.monotonic() - sent_at
+    assert actor.ack_violations == [], actor.ack_violations[:3]
+    acks = [a.highest_contiguous for a in actor.acks]
+    assert acks == sorted(acks), "acks never go backwards"
+    # utd 1 and learning_starts 4: 300 transitions -> 297 updates, then highest_trained = 299.
+    assert wait_for(lambda: actor.trained == 299, 60.0), f"trained {actor.trained}"
+    stats = learner.stats()
+    assert stats["updates"] == 297
+    assert all(a.highest_trained <= a.highest_contiguous for a in actor.acks)
+    assert online_sequences(learner.replay) == list(range(300))
+    print(f"\n300 transitions acked in {elapsed:.2f} s; ack latency p50 "
+          f"{stats['ack_latency_p50_ms']:.1f} ms, p99 {stats['ack_latency_p99_ms']:.1f} ms; "
+          f"fsync mean {stats['fsync_mean_ms']:.2f} ms, max {stats['fsync_max_ms']:.2f} ms")
+
+
+def test_duplicates_and_gaps_are_dropped_and_counted(ros, tmp_path):
+    learner = make_learner(ros, tmp_path, learning_starts=1000)
+    actor = TransitionSender(ros)
+    assert actor.wait_connected()
+    actor.send(range(50))
+    assert wait_for(lambda: actor.acked == 49, 20.0)
+    actor.send(range(20, 40))  # resent: already stored
+    assert wait_for(lambda: learner.stats()["duplicates"] == 20, 10.0), learner.stats()
+    actor.send([55])  # 50..54 missing: dropped until the resend
+    assert wait_for(lambda: learner.stats()["gaps"] == 1, 10.0)
+    actor.send(range(50, 56))
+    assert wait_for(lambda: actor.acked == 55, 10.0)
+    stats = learner.stats()
+    assert stats["online"] == 56 and stats["duplicates"] == 20 and stats["gaps"] == 1
+    assert online_sequences(learner.replay) == list(range(56))
+    # A second actor has its own numbering.
+    other = TransitionSender(ros, "actor_1")
+    assert other.wait_connected()
+    other.send(range(5))
+    assert wait_for(lambda: other.acked == 4, 10.0)
+    assert learner.stats()["stored"] == {"actor_0": 55, "actor_1": 4}
+
+
+def test_interventions_go_to_both_buffers_and_bad_transitions_are_refused(ros, tmp_path):
+    learner = make_learner(ros, tmp_path, learning_starts=1000)
+    actor = TransitionSender(ros)
+    assert actor.wait_connected()
+    for sequence in range(10):
+        actor.pub.publish(transition(sequence, intervened=sequence >= 6))
+    bad = transition(10)
+    bad.action = [5.0, 0.0, 0.0]
+    actor.pub.publish(bad)
+    actor.send([11])
+    assert wait_for(lambda: actor.acked == 11, 10.0)
+    stats = learner.stats()
+    assert stats["online"] == 11 and stats["demo"] == 4 and stats["rejected"] == 1
+
+
+def test_weights_at_start_for_a_late_subscriber_and_version_increases(ros, tmp_path):
+    learner = make_learner(ros, tmp_path)
+    late = ros.node("late_actor")
+    received: list[PolicyParams] = []
+    late.create_subscription(PolicyParams, Topics.POLICY_PARAMS, received.append, LATEST)
+    assert wait_for(lambda: received, 10.0), "TRANSIENT_LOCAL weights reach a late subscriber"
+    first = received[-1]
+    assert first.version >= 1 and first.format == "safetensors"
+    policy = InferencePolicy.from_bytes(bytes(first.data), sha256=first.sha256, expect_spec=learner.spec)
+    action, gripper = policy.act({"state": np.zeros(STATE_DIM, np.float32)}, deterministic=True)
+    assert action.shape == (3,) and gripper in (-1, 0, 1)
+    actor = TransitionSender(ros)
+    assert actor.wait_connected()
+    actor.send(range(40))  # 37 updates -> publications every 5 updates
+    assert wait_for(lambda: received[-1].version >= first.version + 7, 60.0), received[-1].version
+    versions = [m.version for m in received]
+    assert versions == sorted(set(versions)), "versions strictly increase"
+    newest = received[-1]
+    InferencePolicy.from_bytes(bytes(newest.data), sha256=newest.sha256)
+    assert bytes(newest.data) != bytes(first.data)
+
+
+def test_save_checkpoint_service_writes_a_loadable_checkpoint(ros, tmp_path):
+    learner = make_learner(ros, tmp_path)
+    actor = TransitionSender(ros)
+    assert actor.wait_connected()
+    actor.send(range(60))
+    assert wait_for(lambda: actor.trained == 59, 60.0)
+    client_node = ros.node("checkpoint_client")
+    client = client_node.create_client(SaveCheckpoint, Topics.SAVE_CHECKPOINT)
+    assert client.wait_for_service(timeout_sec=10.0)
+    future = client.call_async(SaveCheckpoint.Request(directory=""))
+    assert wait_for(future.done, 30.0)
+    response = future.result()
+    assert response.success, response.message
+    assert response.step == 57 and Path(response.path).is_dir()
+    assert latest_checkpoint(tmp_path / "ckpt") == Path(response.path)
+    # Loads into a fresh agent and replay of the same configuration.
+    from hilserl_learner.rlpd import RLPDAgent
+
+    agent = RLPDAgent(learner.config)
+    replay = DemoOnlineReplay.from_config(learner.spec, learner.config.replay)
+    counters = load_checkpoint(response.path, agent, replay)
+    assert agent.num_critic_updates == 57
+    assert online_sequences(replay) == list(range(60))
+    assert counters["stored/actor_0"] == 59 and counters["log_position"] == 59
+    # Another directory works too and does not retire the log.
+    other = tmp_path / "elsewhere"
+    future = client.call_async(SaveCheckpoint.Request(directory=str(other)))
+    assert wait_for(future.done, 30.0) and future.result().success
+    assert latest_checkpoint(other) is not None
+
+
+def test_runtime_parameters_take_effect_through_the_parameter_service(ros, tmp_path):
+    from rcl_interfaces.msg import Parameter as ParameterMsg
+    from rcl_interfaces.msg import ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    learner = make_learner(ros, tmp_path, learning_starts=10)
+    actor = TransitionSender(ros)
+    assert actor.wait_connected()
+    actor.send(range(20))
+    assert wait_for(lambda: learner.stats()["updates"] == 11, 30.0)
+    time.sleep(0.5)
+    assert learner.stats()["updates"] == 11, "utd pacing: no data, no updates"
+
+    client_node = ros.node("rqt_like")
+    client = client_node.create_client(SetParameters, "/learner/set_parameters")
+    assert client.wait_for_service(timeout_sec=10.0)
+
+    def set_param(name, value, kind):
+        field = {ParameterType.PARAMETER_STRING: "string_value",
+                 ParameterType.PARAMETER_INTEGER: "integer_value"}[kind]
+        request = SetParameters.Request(parameters=[ParameterMsg(
+            name=name, value=ParameterValue(type=kind, **{field: value}))])
+        future = client.call_async(request)
+        assert wait_for(future.done, 10.0)
+        return future.result().results[0]
+
+    result = set_param("pacing", "free", ParameterType.PARAMETER_STRING)
+    assert result.successful, result.reason
+    assert wait_for(lambda: learner.stats()["updates"] > 40, 30.0), "free pacing trains without new data"
+    result = set_param("pacing", "sometimes", ParameterType.PARAMETER_STRING)
+    assert not result.successful and "pacing must be one of" in result.reason
+    result = set_param("state_dim", 7, ParameterType.PARAMETER_INTEGER)
+    assert not result.successful, "read-only parameters refuse changes"
+    before = learner.stats()["policy_version"]
+    assert set_param("publish_every_updates", 1000, ParameterType.PARAMETER_INTEGER).successful
+    assert set_param("pacing", "utd", ParameterType.PARAMETER_STRING).successful
+    time.sleep(0.3)
+    frozen = learner.stats()
+    time.sleep(0.5)
+    assert learner.stats()["updates"] == frozen["updates"], "back to utd pacing: training waits"
+    assert frozen["policy_version"] - before <= 2
+
+
+def test_episode_status_feeds_success_rate(ros, tmp_path):
+    learner = make_learner(ros, tmp_path)
+    node = ros.node("episodes")
+    pub = node.create_publisher(EpisodeStatus, Topics.EPISODE_STATUS, RELIABLE)
+    assert wait_for(lambda: pub.get_subscription_count() > 0, 10.0)
+    for i in range(4):
+        pub.publish(EpisodeStatus(actor_id="a", episode_id=i, step=10, episode_return=float(i),
+                                  success=i % 2 == 0, intervention_steps=2,
+                                  end_reason=EpisodeStatus.END_SUCCESS if i % 2 == 0
+                                  else EpisodeStatus.END_TIMEOUT))
+        pub.publish(EpisodeStatus(actor_id="a", episode_id=i + 1, step=0,
+                                  end_reason=EpisodeStatus.END_RUNNING))
+    assert wait_for(lambda: learner.stats()["episodes"] == 4, 10.0)
+    assert learner.stats()["success_rate"] == 0.5
+
+
+def test_demo_file_fills_the_demo_buffer_and_a_wrong_one_is_refused(ros, tmp_path):
+    from hilserl_learner.demo_file import DemoDatasetBuilder, write_demo_file
+    from hilserl_policy.config import ObservationSpec
+
+    spec = ObservationSpec(state_dim=STATE_DIM, action_dim=3, has_gripper=True)
+    builder = DemoDatasetBuilder(spec, layout={"name": "relative"})
+    for step in range(12):
+        builder.add({"state": np.full(STATE_DIM, step, np.float32)}, np.zeros(3), 1, 0.0,
+                    {"state": np.full(STATE_DIM, step + 1, np.float32)}, False, step == 11)
+    builder.end_episode(False)
+    path = write_demo_file(tmp_path / "demos.safetensors", builder.build())
+    learner = make_learner(ros, tmp_path, demo_file=str(path))
+    assert learner.stats()["demo"] == 12
+    from hilserl_learner.learner_node import LearnerNode
+
+    with pytest.raises(ValueError, match="observation layout 'relative'"):
+        LearnerNode(context=ros.context, parameter_overrides=[
+            Parameter(k, value=v) for k, v in learner_parameters(
+                tmp_path, demo_file=str(path), observation_layout="raw",
+                checkpoint_dir=str(tmp_path / "other")).items()])
+    with pytest.raises(ValueError, match="state_dim=4 \\(learner: 5\\)"):
+        LearnerNode(context=ros.context, parameter_overrides=[
+            Parameter(k, value=v) for k, v in learner_parameters(
+                tmp_path, demo_file=str(path), state_dim=5,
+                checkpoint_dir=str(tmp_path / "third")).items()])
+
+
+# --------------------------------------------------------------------- R5
+def _learner_process(tmp_path: Path, domain_id: int, output) -> subprocess.Popen:
+    values = learner_parameters(tmp_path, checkpoint_period_s=1.0, publish_every_updates=20)
+    args = []
+    for key, value in values.items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, list):
+            text = "[" + ",".join(str(v) for v in value) + "]"
+        elif isinstance(value, str) and value == "":
+            text = "''"
+        else:
+            text = str(value)
+        args += ["-p", f"{key}:={text}"]
+    env = isolated_environment(domain_id)
+    env["PYTHONUNBUFFERED"] = "1"
+    return subprocess.Popen([sys.executable, "-m", "hilserl_learner.learner_node", "--ros-args", *args],
+                            env=env, stdout=output, stderr=subprocess.STDOUT)
+
+
+class ResendingActor(TransitionSender):
+    """Streams at a steady rate; resends everything above the last ack after a timeout."""
+
+    def __init__(self, ros):
+        super().__init__(ros, "actor_0")
+        self.next = 0
+        self.last_progress = time.monotonic()
+        self._stop = threading.Event()
+        self.limit = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        seen = -1
+        while not self._stop.is_set():
+            if self.next < self.limit:
+                self.send([self.next])
+                self.next += 1
+            if self.acked != seen:
+                seen, self.last_progress = self.acked, time.monotonic()
+            elif time.monotonic() - self.last_progress > 1.0 and self.acked < self.next - 1:
+                self.send(range(self.acked + 1, self.next))  # go back: resend the unacked
+                self.last_progress = time.monotonic()
+            time.sleep(0.005)
+
+    def stop(self):
+        self._stop.set()
+        self.thread.join(timeout=5.0)
+
+
+def test_r5_learner_killed_mid_stream_loses_and_duplicates_nothing(ros, tmp_path):
+    log_file = open(tmp_path / "learner.log", "w+")
+    actor = ResendingActor(ros)
+    proc = _learner_process(tmp_path, ros.domain_id, log_file)
+    try:
+        assert actor.wait_connected(60.0), "learner process started"
+        actor.limit = 400
+        actor.thread.start()
+        assert wait_for(lambda: actor.acked >= 250, 90.0), f"acked {actor.acked}"
+        assert wait_for(lambda: latest_checkpoint(tmp_path / "ckpt") is not None, 30.0)
+        acked_before_kill = actor.acked
+        proc.send_signal(signal.SIGKILL)  # mid-stream: the actor keeps sending
+        proc.wait(timeout=10.0)
+        checkpoint_at_kill = latest_checkpoint(tmp_path / "ckpt")
+        time.sleep(0.5)
+        actor.limit = 600
+        proc = _learner_process(tmp_path, ros.domain_id, log_file)
+        assert wait_for(lambda: actor.acked == 599, 120.0), f"acked {actor.acked} after the restart"
+        assert wait_for(lambda: actor.trained == 599, 120.0), f"trained {actor.trained}"
+        proc.send_signal(signal.SIGINT)  # clean stop: final checkpoint
+        assert proc.wait(timeout=60.0) == 0
+    finally:
+        actor.stop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log_file.seek(0)
+    output = log_file.read()
+    assert f"resumed from {checkpoint_at_kill}" in output, output[-3000:]
+
+    from hilserl_learner.config import LearnerConfig
+    from hilserl_learner.rlpd import RLPDAgent
+
+    folder = latest_checkpoint(tmp_path / "ckpt")
+    config = LearnerConfig.load_json(folder / "config.json")
+    agent = RLPDAgent(config)
+    replay = DemoOnlineReplay.from_config(config.spec, config.replay)
+    counters = load_checkpoint(folder, agent, replay)
+    sequences = online_sequences(replay)
+    lost = sorted(set(range(600)) - set(sequences))
+    duplicated = len(sequences) - len(set(sequences))
+    print(f"\nR5: acked {acked_before_kill} before SIGKILL; after restart {len(sequences)} stored, "
+          f"lost {len(lost)}, duplicated {duplicated}; updates {agent.num_critic_updates}")
+    assert lost == [] and duplicated == 0
+    assert sequences == list(range(600)), "contiguous, in order"
+    assert counters["stored/actor_0"] == 599
+    assert agent.num_critic_updates == 600 - 4 + 1, "training resumed at the same ratio"
