@@ -11,7 +11,6 @@ and are read-only; the clamp fraction, ages and timeouts take effect when set.
 
 from __future__ import annotations
 
-import numpy as np
 import rclpy
 from geometry_msgs.msg import PoseStamped
 from hilserl_msgs.msg import Action, Topics
