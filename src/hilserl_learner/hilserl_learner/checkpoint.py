@@ -12,9 +12,11 @@ A checkpoint is a folder ``<root>/step_<n>/`` holding
 - ``manifest.json``        size and sha256 of every file above
 
 Saving writes everything into a hidden temporary folder, fsyncs each file,
-writes the manifest last, renames the folder into place, fsyncs the root, and
-only then moves the ``LATEST`` pointer (itself replaced atomically) and prunes
-older checkpoints. A crash at any point leaves the previous checkpoint (and
+writes the manifest last, renames the folder into place under a name not yet
+used (``step_<n>``, or ``step_<n>.<revision>`` when step n is saved again: a
+folder is never replaced in place), fsyncs the root, and only then moves the
+``LATEST`` pointer (itself replaced atomically) and prunes older checkpoints
+and leftovers of interrupted saves. A crash at any point leaves the previous checkpoint (and
 its buffers) untouched and loadable. Loading checks every file's size first
 (a truncated file is refused at once) and then its sha256, naming the file.
 Safetensors files are written by a streaming writer (hashing as it writes,
@@ -27,6 +29,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import struct
 from pathlib import Path
@@ -40,6 +43,7 @@ from hilserl_learner.config import LearnerConfig
 
 FORMAT_VERSION = 1
 LATEST = "LATEST"
+_FOLDER = re.compile(r"step_(\d+)(?:\.(\d+))?")
 MANIFEST = "manifest.json"
 _CHUNK = 64 << 20
 _DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16", np.dtype(np.float64): "F64",
@@ -194,41 +198,64 @@ def save_checkpoint(root: str | Path, agent, replay: DemoOnlineReplay | None,
     write_json(tmp / MANIFEST, {"format": FORMAT_VERSION, "files": files})
     _fsync_dir(tmp)
 
-    final = root / name
-    if final.exists():  # same step saved again: swap, never leave a gap
-        stale = root / f".old-{name}-{os.getpid()}"
-        os.rename(final, stale)
-        os.rename(tmp, final)
-        shutil.rmtree(stale)
-    else:
-        os.rename(tmp, final)
+    # A folder is never replaced in place: saving the same step again gets a revision above
+    # every existing one (step_<n>.1, .2, ...), so LATEST names a complete folder at every
+    # instant and name order stays save order.
+    revisions = [_order(p)[1] for p in root.glob(f"{name}*") if _order(p)[0] == agent.num_critic_updates]
+    final = root / (f"{name}.{max(revisions) + 1}" if revisions else name)
+    os.rename(tmp, final)
     _fsync_dir(root)
     pointer = root / f".{LATEST}.tmp"
-    write_json(pointer, {"checkpoint": name})
+    write_json(pointer, {"checkpoint": final.name})
     os.replace(pointer, root / LATEST)
     _fsync_dir(root)
-    _prune(root, keep_last, keep=name)
+    _prune(root, keep_last, keep=final.name)
     return final
 
 
+def _order(folder: Path) -> tuple[int, int]:
+    """(step, revision) of a ``step_<n>[.<revision>]`` folder; (-1, -1) for other names."""
+    match = _FOLDER.fullmatch(folder.name)
+    return (int(match[1]), int(match[2] or 0)) if match else (-1, -1)
+
+
+def _complete(root: Path) -> list[Path]:
+    """Complete checkpoint folders of root, oldest first."""
+    return sorted((p for p in root.glob("step_*") if _FOLDER.fullmatch(p.name) and (p / MANIFEST).is_file()),
+                  key=_order)
+
+
 def _prune(root: Path, keep_last: int, keep: str) -> None:
-    complete = sorted(p for p in root.glob("step_*") if (p / MANIFEST).is_file())
-    for old in complete[:-keep_last]:
+    for old in _complete(root)[:-keep_last]:
         if old.name != keep:
             shutil.rmtree(old)
-    for leftover in root.glob(".tmp-*"):  # from an interrupted earlier save
+    # Leftovers of interrupted saves (this or an earlier version of this module).
+    for leftover in [*root.glob(".tmp-*"), *root.glob(".old-*")]:
         if not leftover.name.endswith(f"-{os.getpid()}"):
             shutil.rmtree(leftover, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------- load
 def latest_checkpoint(root: str | Path) -> Path | None:
-    """Folder named by ``LATEST``, or the newest complete one if the pointer is missing."""
+    """Folder named by ``LATEST``, or the newest complete one if the pointer is missing.
+
+    The pointer must name a checkpoint folder directly inside root; anything else (a path,
+    ``..``, another name) is refused naming the pointer file. A pointer to a folder that
+    is gone or incomplete falls back to the newest complete checkpoint.
+    """
     root = Path(root)
     pointer = root / LATEST
     if pointer.is_file():
-        return root / read_json(pointer)["checkpoint"]
-    complete = sorted(p for p in root.glob("step_*") if (p / MANIFEST).is_file())
+        try:
+            name = read_json(pointer)["checkpoint"]
+        except (KeyError, TypeError) as error:
+            raise CheckpointError(f"{pointer}: no 'checkpoint' entry") from error
+        if not isinstance(name, str) or not _FOLDER.fullmatch(name):
+            raise CheckpointError(f"{pointer}: {name!r} is not a checkpoint folder name inside {root} "
+                                  "(expected step_<n> or step_<n>.<revision>)")
+        if (root / name / MANIFEST).is_file():
+            return root / name
+    complete = _complete(root)
     return complete[-1] if complete else None
 
 

@@ -223,6 +223,82 @@ def test_keep_last_prunes_only_after_a_complete_save(tmp_path):
         train(agent, replay, 1)
         folders.append(save_checkpoint(tmp_path, agent, replay, keep_last=2))
     assert sorted(p.name for p in tmp_path.glob("step_*")) == [f.name for f in folders[1:]]
-    # Saving the same step twice swaps folders without a gap.
+    # Saving the same step again writes a new revision folder; the older one is pruned.
     again = save_checkpoint(tmp_path, agent, replay, keep_last=2)
-    assert again == folders[-1] and latest_checkpoint(tmp_path) == again
+    assert again.name == folders[-1].name + ".1" and latest_checkpoint(tmp_path) == again
+    assert sorted(p.name for p in tmp_path.glob("step_*")) == [folders[-1].name, again.name]
+
+
+PROTOCOL = (("os", "rename"), ("os", "replace"), ("ckpt", "_fsync_dir"), ("shutil", "rmtree"))
+
+
+def _crash_at(index: int, counter: list) -> None:
+    """In a forked child: SIGKILL ourselves just before the index-th file-system step of a save."""
+    for owner_name, attr in PROTOCOL:
+        owner = {"os": ckpt.os, "ckpt": ckpt, "shutil": ckpt.shutil}[owner_name]
+        real = getattr(owner, attr)
+
+        def wrapped(*args, _real=real, **kwargs):
+            if len(counter) == index:
+                os.kill(os.getpid(), signal.SIGKILL)
+            counter.append(1)
+            return _real(*args, **kwargs)
+        setattr(owner, attr, wrapped)
+
+
+def _save_in_child(root, agent, replay, crash_index: int) -> bool:
+    """fork; the child saves and is killed before its crash_index-th step; True if it was."""
+    pid = os.fork()
+    if pid == 0:  # child
+        _crash_at(crash_index, [])
+        save_checkpoint(root, agent, replay, keep_last=2)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        assert os.WTERMSIG(status) == signal.SIGKILL
+        return True
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    return False
+
+
+@pytest.mark.parametrize("same_step", [False, True], ids=["new_step", "same_step_again"])
+def test_kill_9_at_every_step_of_the_save_protocol_keeps_a_loadable_latest(tmp_path, same_step):
+    """R7, injected at each rename, replace, directory fsync and removal, not at random times."""
+    torch.set_num_threads(1)
+    agent, replay = make_learner()
+    train(agent, replay, 1)
+    index = 0
+    while True:  # until the save gets through: every step of its protocol was a crash point
+        root = tmp_path / f"crash_{index}"
+        save_checkpoint(root, agent, replay, keep_last=2)
+        save_checkpoint(root, agent, replay, keep_last=2)  # two on disk, so the save also prunes
+        before = latest_checkpoint(root)
+        if not same_step:
+            train(agent, replay, 1)
+        crashed = _save_in_child(root, agent, replay, crash_index=index)
+        latest = latest_checkpoint(root)
+        assert latest is not None and latest.parent == root, f"crash at step {index}: no checkpoint"
+        fresh, fresh_replay = make_learner()
+        load_checkpoint(latest, fresh, fresh_replay)  # verifies every digest
+        assert ckpt._order(latest) >= ckpt._order(before)  # the previous one or the new one, complete
+        # the next complete save cleans every leftover of the killed one
+        save_checkpoint(root, agent, replay, keep_last=2)
+        names = sorted(p.name for p in root.iterdir())
+        assert not [n for n in names if n.startswith((".tmp-", ".old-"))], names
+        assert len([n for n in names if n.startswith("step_")]) <= 2, names
+        if not crashed:
+            break
+        index += 1
+    print(f"kill -9 before each of the {index} file-system steps of a save "
+          f"({'same step saved again' if same_step else 'new step'}): latest loadable after each")
+    assert index >= 5
+
+
+def test_latest_pointer_outside_the_root_is_refused_naming_it(tmp_path):
+    agent, replay = make_learner()
+    save_checkpoint(tmp_path / "a", agent, replay)
+    (tmp_path / "a" / "LATEST").write_text(json.dumps({"checkpoint": "../b/step_0000000000"}))
+    with pytest.raises(CheckpointError, match="LATEST.*not a checkpoint folder name"):
+        latest_checkpoint(tmp_path / "a")
+    (tmp_path / "a" / "LATEST").write_text(json.dumps({"checkpoint": "step_0000000007"}))  # gone
+    assert latest_checkpoint(tmp_path / "a").name == "step_0000000000"
