@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import os
 import threading
 import time
 from pathlib import Path
@@ -90,6 +91,7 @@ RUNTIME_PARAMETERS = ("pacing", "publish_every_updates", "checkpoint_period_s", 
 LOG_POSITION = "log_position"
 POLICY_VERSION = "policy_version"
 ACTOR_PREFIX = "stored/"
+VERSION_FILE = "policy_version"
 
 
 # ------------------------------------------------------------------ parameters
@@ -260,6 +262,17 @@ class LearnerNode(Node):
 
     def __init__(self, **node_kwargs) -> None:
         super().__init__("learner", **node_kwargs)
+        self.log: TransitionLog | None = None
+        self._threads: list[threading.Thread] = []
+        try:
+            self._setup()
+        except BaseException:
+            if self.log is not None:
+                self.log.close()
+            super().destroy_node()
+            raise
+
+    def _setup(self) -> None:
         for name, (default, descriptor) in PARAMETERS.items():
             self.declare_parameter(name, default, descriptor)
         p = {name: self._value(name) for name in PARAMETERS}
@@ -369,6 +382,8 @@ class LearnerNode(Node):
                     self.stored.restore(actor, int(value))
                     self.accepted.restore(actor, int(value))
                     self.actors[actor].trained = int(value)
+            # Everything in the checkpoint counts as trained (its updates were done
+            # or are owed and run first: the schedule counts them).
             self._trained_online = self.replay.online.num_added
         elif p["demo_file"]:
             demos = read_demo_file(p["demo_file"], expect_spec=self.spec)
@@ -387,6 +402,7 @@ class LearnerNode(Node):
             self.get_logger().warning(f"transition log: cut a torn tail of "
                                       f"{self.log.recovery.truncated_bytes} bytes from "
                                       f"{self.log.recovery.truncated_file}")
+        self.policy_version = max(self.policy_version, self._published_version())
         if self.log.next_position <= self.log_position:
             self.log.skip_to(self.log_position + 1)
         states = []
@@ -395,10 +411,8 @@ class LearnerNode(Node):
             self.accepted.restore(record.actor_id, self.stored.highest_contiguous(record.actor_id))
             self.log_replayed += 1
         self._update_normalizer(states)
-        for actor in self.stored.actors():
-            self.actors[actor].trained = self.stored.highest_contiguous(actor)
-        self._trained_online = self.replay.online.num_added
-        self._online_order.clear()
+        # Transitions replayed from the log are owed their updates: they enter the
+        # trained frontier (highest_trained) through _online_order like new ones.
 
     def _update_normalizer(self, states: list[np.ndarray]) -> None:
         normalizer = getattr(self.agent.encoder, "state_normalizer", None)
@@ -556,9 +570,28 @@ class LearnerNode(Node):
             self.policy_version += 1
             version = self.policy_version
             data = export_policy(self.agent, version)
+        self._record_version(version)
         msg = PolicyParams(version=version, format=FORMAT, sha256=sha256_hex(data))
         msg.data = data
         self._params_pub.publish(msg)
+
+    def _version_file(self) -> Path:
+        return Path(self._p["checkpoint_dir"]) / VERSION_FILE
+
+    def _record_version(self, version: int) -> None:
+        """Remember the newest published version outside checkpoints, so that versions
+        keep increasing across a crash (an actor ignores weights older than its own)."""
+        path = self._version_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{VERSION_FILE}.tmp")
+        tmp.write_text(str(version))
+        os.replace(tmp, path)  # survives a process kill (page cache); no fsync per publication
+
+    def _published_version(self) -> int:
+        try:
+            return int(self._version_file().read_text())
+        except (OSError, ValueError):
+            return 0
 
     # ------------------------------------------------------------ checkpoints
     def save(self, directory: str | Path | None = None) -> Path:

@@ -331,7 +331,8 @@ def test_demo_file_fills_the_demo_buffer_and_a_wrong_one_is_refused(ros, tmp_pat
 
 # --------------------------------------------------------------------- R5
 def _learner_process(tmp_path: Path, domain_id: int, output) -> subprocess.Popen:
-    values = learner_parameters(tmp_path, checkpoint_period_s=1.0, publish_every_updates=20)
+    values = learner_parameters(tmp_path, checkpoint_period_s=1.0, publish_every_updates=20,
+                                checkpoint_on_exit=True)
     args = []
     for key, value in values.items():
         if isinstance(value, bool):
@@ -354,6 +355,9 @@ class ResendingActor(TransitionSender):
 
     def __init__(self, ros):
         super().__init__(ros, "actor_0")
+        self.versions: list[int] = []
+        self.node.create_subscription(PolicyParams, Topics.POLICY_PARAMS,
+                                      lambda m: self.versions.append(m.version), LATEST)
         self.next = 0
         self.last_progress = time.monotonic()
         self._stop = threading.Event()
@@ -425,3 +429,5 @@ def test_r5_learner_killed_mid_stream_loses_and_duplicates_nothing(ros, tmp_path
     assert sequences == list(range(600)), "contiguous, in order"
     assert counters["stored/actor_0"] == 599
     assert agent.num_critic_updates == 600 - 4 + 1, "training resumed at the same ratio"
+    assert actor.versions == sorted(set(actor.versions)), "weight versions increase across the crash"
+    assert len(actor.versions) > 10
