@@ -18,7 +18,9 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "transition_monitor = hilserl_learner.transition_monitor_node:main"
+            "transition_monitor = hilserl_learner.transition_monitor_node:main",
+            "learner = hilserl_learner.learner_node:main",
+            "record_expert_demos = hilserl_learner.record_expert_demos:main",
         ],
     },
 )

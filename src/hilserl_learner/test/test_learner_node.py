@@ -129,7 +129,8 @@ def online_sequences(replay: DemoOnlineReplay) -> list[int]:
 
 # ------------------------------------------------------------ in-process tests
 def test_acks_only_what_is_on_disk_and_trains_at_the_utd_ratio(ros, tmp_path):
-    learner = make_learner(ros, tmp_path, sync_every=16)
+    learner = make_learner(ros, tmp_path, sync_every=16, tensorboard_dir=str(tmp_path / "tb"),
+                           metrics_every_updates=10)
     actor = TransitionSender(ros, log_dir=tmp_path / "ckpt" / "transition_log")
     assert actor.wait_connected()
     sent_at = time.monotonic()
@@ -147,6 +148,18 @@ def test_acks_only_what_is_on_disk_and_trains_at_the_utd_ratio(ros, tmp_path):
     assert stats["updates"] == 297
     assert all(a.highest_trained <= a.highest_contiguous for a in actor.acks)
     assert online_sequences(learner.replay) == list(range(300))
+    # TensorBoard: update metrics and the periodic figures are in the event file.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    assert wait_for(lambda: learner.stats()["updates"] == 297, 5.0)
+    time.sleep(1.2)  # one report period: rates and buffer sizes are written and flushed
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    for tag in ("losses/critic", "losses/actor", "charts/temperature", "values/q_mean",
+                "perf/updates_per_s", "perf/actor_steps_per_s", "buffers/online"):
+        assert tag in tags, f"{tag} missing from {sorted(tags)}"
+    assert events.Scalars("losses/critic")[-1].step == 290
     print(f"\n300 transitions acked in {elapsed:.2f} s; ack latency p50 "
           f"{stats['ack_latency_p50_ms']:.1f} ms, p99 {stats['ack_latency_p99_ms']:.1f} ms; "
           f"fsync mean {stats['fsync_mean_ms']:.2f} ms, max {stats['fsync_max_ms']:.2f} ms")
@@ -431,3 +444,21 @@ def test_r5_learner_killed_mid_stream_loses_and_duplicates_nothing(ros, tmp_path
     assert agent.num_critic_updates == 600 - 4 + 1, "training resumed at the same ratio"
     assert actor.versions == sorted(set(actor.versions)), "weight versions increase across the crash"
     assert len(actor.versions) > 10
+
+
+def test_config_file_starts_a_learner_with_its_values(ros, tmp_path):
+    """config/learner.yaml is a valid parameter file for this node (every key declared)."""
+    import yaml
+
+    from hilserl_learner.learner_node import PARAMETERS, LearnerNode
+
+    path = Path(__file__).resolve().parents[3] / "config" / "learner.yaml"
+    values = yaml.safe_load(path.read_text())["learner"]["ros__parameters"]
+    assert set(values) <= set(PARAMETERS), sorted(set(values) - set(PARAMETERS))
+    values.update(checkpoint_dir=str(tmp_path / "ckpt"), tensorboard_dir="",
+                  online_capacity=1000, demo_capacity=1000)
+    node = ros.add(LearnerNode(context=ros.context,
+                               parameter_overrides=[Parameter(k, value=v) for k, v in values.items()]))
+    assert node.spec.state_dim == 10 and node.config.rlpd.batch_size == 256
+    assert node.get_parameter("pacing").value == "utd"
+    assert node.stats()["policy_version"] == 1
