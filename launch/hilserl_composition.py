@@ -26,11 +26,16 @@ DESCRIPTION_FILE = HERE / "compositions.yaml"
 CONFIG_DIR = HERE.parent / "config"
 
 # Arguments every composition has: they isolate the graph (see docs/networking.md).
+# name: (environment variable, default, description, choices)
 COMMON_ARGUMENTS = {
-    "domain_id": ("ROS_DOMAIN_ID", "0", "ROS 2 domain id of every node (default: $ROS_DOMAIN_ID or 0)"),
+    "domain_id": ("ROS_DOMAIN_ID", "0", "ROS 2 domain id of every node (default: $ROS_DOMAIN_ID or 0)", ()),
     "discovery_range": ("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST",
-                        "ROS 2 discovery range: LOCALHOST (default), SUBNET, SYSTEM_DEFAULT or OFF"),
+                        "ROS 2 discovery range: LOCALHOST (default), SUBNET, SYSTEM_DEFAULT or OFF",
+                        ("LOCALHOST", "SUBNET", "SYSTEM_DEFAULT", "OFF")),
 }
+# Set for every node: rclpy then refuses a value of the wrong type at assignment (with the pip
+# rclpy, a Python int put into a float64 field is otherwise published as garbage: 1 -> 5e-324).
+FIXED_ENVIRONMENT = {"ROS_PYTHON_CHECK_FIELDS": "1"}
 NODE_KEYS = {"package", "executable", "name", "namespace", "parameters", "remappings", "required", "when",
              "arguments"}
 
@@ -62,11 +67,16 @@ class NodeSpec:
     def parameter_files(self) -> list[Path]:
         return [CONFIG_DIR / f for f in self.parameters]
 
+    @property
+    def qualified_namespace(self) -> str:
+        """The namespace with its leading slash ('' for none)."""
+        return "/" + self.namespace.strip("/") if self.namespace.strip("/") else ""
+
     def ros_arguments(self) -> list[str]:
         """The --ros-args part of the command line that starts this node."""
         out = ["--ros-args", "-r", f"__node:={self.name}"]
-        if self.namespace:
-            out += ["-r", f"__ns:={self.namespace}"]
+        if self.namespace:  # rcl takes only a fully qualified namespace here
+            out += ["-r", f"__ns:={self.qualified_namespace}"]
         for f in self.parameter_files():
             out += ["--params-file", str(f)]
         for src, dst in self.remappings:
@@ -102,7 +112,7 @@ class Composition:
 
     def environment(self, values: dict[str, str]) -> dict[str, str]:
         """Environment variables the common arguments set for every node."""
-        return {env: values[arg] for arg, (env, _, _) in COMMON_ARGUMENTS.items()}
+        return {**FIXED_ENVIRONMENT, **{env: values[arg] for arg, (env, *_) in COMMON_ARGUMENTS.items()}}
 
 
 def _node(comp: str, i: int, raw: object, path: Path) -> NodeSpec:
@@ -142,8 +152,8 @@ def load_compositions(path: Path = DESCRIPTION_FILE) -> dict[str, Composition]:
     for name, raw in data.items():
         if not isinstance(raw, dict) or not isinstance(raw.get("nodes"), list) or not raw["nodes"]:
             raise CompositionError(f"{path}: composition '{name}' needs a non-empty 'nodes' list")
-        args = [ArgumentSpec(a, os.environ.get(env, default), desc)
-                for a, (env, default, desc) in COMMON_ARGUMENTS.items()]
+        args = [ArgumentSpec(a, os.environ.get(env, default), desc, choices)
+                for a, (env, default, desc, choices) in COMMON_ARGUMENTS.items()]
         for arg, spec in (raw.get("arguments") or {}).items():
             spec = spec or {}
             args.append(ArgumentSpec(arg, str(spec.get("default", "")), str(spec.get("description", "")),
@@ -189,8 +199,10 @@ def launch_description(name: str):
     for arg in comp.arguments:
         kw = {"choices": list(arg.choices)} if arg.choices else {}
         actions.append(DeclareLaunchArgument(arg.name, default_value=arg.default, description=arg.description, **kw))
-    for arg, (env, _, _) in COMMON_ARGUMENTS.items():
+    for arg, (env, *_) in COMMON_ARGUMENTS.items():
         actions.append(SetEnvironmentVariable(env, LaunchConfiguration(arg)))
+    for env, value in FIXED_ENVIRONMENT.items():
+        actions.append(SetEnvironmentVariable(env, value))
     for n in comp.nodes:
         condition = None
         if n.when:
@@ -200,7 +212,7 @@ def launch_description(name: str):
                 expr = AndSubstitution(expr, t)
             condition = IfCondition(expr)
         actions.append(Node(
-            package=n.package, executable=n.executable, name=n.name, namespace=n.namespace or None,
+            package=n.package, executable=n.executable, name=n.name, namespace=n.qualified_namespace or None,
             parameters=[str(f) for f in n.parameter_files()], remappings=list(n.remappings),
             arguments=list(n.arguments) or None, output="screen", condition=condition,
             on_exit=Shutdown(reason=f"required node {n.name} exited") if n.required else None))

@@ -227,6 +227,9 @@ def step_env_script(ros_distro: str | None) -> None:
         "# Never talk to other ROS 2 graphs unless asked to (see docs/networking.md).",
         "export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST}",
         "export MUJOCO_GL=${MUJOCO_GL:-egl}",
+        "# rclpy refuses a wrongly typed message field at assignment (the pip rclpy otherwise",
+        "# publishes a Python int put into a float field as garbage: 1 -> 5e-324).",
+        "export ROS_PYTHON_CHECK_FIELDS=1",
         '. "$HILSERL_ROOT/install/setup.sh"',
         "",
     ]

@@ -68,6 +68,18 @@ def test_custom_messages_import_in_a_fresh_shell():
     assert out.stdout.split() == ["hilserl/transitions", "0"]
 
 
+def test_env_script_makes_rclpy_refuse_an_int_in_a_float_field():
+    """With the pip rclpy an int put into a float field is published as garbage (1 -> 5e-324);
+    env.sh sets ROS_PYTHON_CHECK_FIELDS=1 so the assignment fails loudly instead."""
+    out = subprocess.run(["bash", "-c", f". {ROOT}/env.sh && python -c "
+                          "'from hilserl_msgs.msg import Reward\nr = Reward()\nr.reward = 1.0\n"
+                          "try:\n    r.reward = 1\nexcept AssertionError as e:\n    print(\"refused:\", e)'"],
+                         capture_output=True, text=True, timeout=60,
+                         env={k: v for k, v in os.environ.items() if k != "ROS_PYTHON_CHECK_FIELDS"})
+    assert out.returncode == 0, out.stderr
+    assert "refused: The 'reward' field must be of type 'float'" in out.stdout, out.stdout
+
+
 def test_second_bootstrap_redoes_nothing():
     first = subprocess.run([sys.executable, str(ROOT / "scripts" / "bootstrap.py")], capture_output=True, text=True,
                            timeout=600)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -50,6 +51,37 @@ def test_arguments_are_validated():
         hc.parse_launch_arguments(["robot=sim"])
     env = comp.environment(comp.resolve_arguments({"domain_id": "42"}))
     assert env["ROS_DOMAIN_ID"] == "42"
+    assert env["ROS_PYTHON_CHECK_FIELDS"] == "1"
+
+
+def test_discovery_range_declares_its_choices():
+    comp = COMPOSITIONS["train"]
+    spec = next(a for a in comp.arguments if a.name == "discovery_range")
+    assert spec.choices == ("LOCALHOST", "SUBNET", "SYSTEM_DEFAULT", "OFF")
+    assert comp.resolve_arguments({"discovery_range": "SUBNET"})["discovery_range"] == "SUBNET"
+    with pytest.raises(hc.CompositionError, match="discovery_range:=localhst .* must be one of LOCALHOST"):
+        comp.resolve_arguments({"discovery_range": "localhst"})
+
+
+def test_a_namespaced_node_starts_under_its_fully_qualified_namespace(ros):
+    """rcl refuses a relative `__ns:=ns1`; the runner must pass `/ns1`."""
+    from hilserl_testing import isolated_environment, wait_for
+
+    spec = hc.NodeSpec(package="hilserl_learner", executable="transition_monitor", name="learner",
+                       namespace="robot_1")
+    assert spec.ros_arguments()[:5] == ["--ros-args", "-r", "__node:=learner", "-r", "__ns:=/robot_1"]
+    proc = subprocess.Popen([str(find_executable(spec.package, spec.executable)), *spec.ros_arguments()],
+                            env=isolated_environment(ros.domain_id), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        probe = ros.node("namespace_probe")
+        found = wait_for(lambda: ("learner", "/robot_1") in probe.get_node_names_and_namespaces()
+                         or proc.poll() is not None, 20.0)
+        assert proc.poll() is None, proc.stdout.read()
+        assert found and ("learner", "/robot_1") in probe.get_node_names_and_namespaces()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def test_node_selection_follows_when(tmp_path):
