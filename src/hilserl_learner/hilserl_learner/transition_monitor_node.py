@@ -24,10 +24,10 @@ RELIABLE = QoSProfile(depth=100, reliability=QoSReliabilityPolicy.RELIABLE,
 
 
 class TransitionMonitorNode(Node):
-    def __init__(self) -> None:
-        super().__init__("transition_monitor")
+    def __init__(self, **kwargs) -> None:
+        super().__init__("transition_monitor", **kwargs)
         self.declare_parameter("report_period_s", 2.0, ParameterDescriptor(
-            description="Seconds between two reports of what was received.",
+            description="Seconds between two reports of what was received (applied when set).",
             floating_point_range=[FloatingPointRange(from_value=0.1, to_value=3600.0)]))
         self._period = self.get_parameter("report_period_s").value
         self._tracker = SequenceTracker()
@@ -35,7 +35,16 @@ class TransitionMonitorNode(Node):
         self._last_report = time.monotonic()
         self._acks = self.create_publisher(TransitionAck, Topics.TRANSITION_ACKS, RELIABLE)
         self.create_subscription(Transition, Topics.TRANSITIONS, self._on_transitions, RELIABLE)
-        self.create_timer(self._period, self._report)
+        self._report_timer = self.create_timer(self._period, self._report)
+        self.add_post_set_parameters_callback(self._on_parameters_set)
+
+    def _on_parameters_set(self, parameters) -> None:
+        for param in parameters:
+            if param.name == "report_period_s":
+                self._period = param.value
+                self.destroy_timer(self._report_timer)
+                self._report_timer = self.create_timer(self._period, self._report)
+                self.get_logger().info(f"report_period_s set to {param.value}")
 
     def _on_transitions(self, msg: Transition) -> None:
         if self._tracker.accept(msg.actor_id, msg.sequence):
@@ -55,8 +64,9 @@ class TransitionMonitorNode(Node):
             return
         for actor_id, s in sorted(actors.items()):
             self.get_logger().info(
-                f"actor {actor_id}: {s.received} transitions ({rate:.1f}/s), "
-                f"contiguous up to {s.highest_contiguous}, missing {s.missing}, duplicates {s.duplicates}")
+                f"actor {actor_id}: stored {s.received} distinct transitions ({rate:.1f}/s), "
+                f"contiguous up to {s.highest_contiguous}, missing {s.missing}, "
+                f"duplicates dropped {s.duplicates}")
 
 
 def main(args=None) -> None:

@@ -24,22 +24,27 @@ RELIABLE = QoSProfile(depth=100, reliability=QoSReliabilityPolicy.RELIABLE,
 
 
 class RandomActorNode(Node):
-    def __init__(self) -> None:
-        super().__init__("random_actor")
+    def __init__(self, **kwargs) -> None:
+        super().__init__("random_actor", **kwargs)
         d = self.declare_parameter
-        d("actor_id", "actor_0", ParameterDescriptor(description="Identifier sent with every transition.",
+        fixed = "Read-only: fixed for the life of the node."
+        d("actor_id", "actor_0", ParameterDescriptor(description="Identifier sent with every transition. " + fixed,
                                                      read_only=True))
-        d("rate_hz", 20.0, ParameterDescriptor(description="Transitions per second.",
+        d("rate_hz", 20.0, ParameterDescriptor(description="Transitions per second (applied when set).",
                                                floating_point_range=[FloatingPointRange(from_value=0.1, to_value=1000.0)]))
-        d("state_dim", 8, ParameterDescriptor(description="Length of the random state vector.",
-                                              integer_range=[IntegerRange(from_value=1, to_value=4096)]))
-        d("action_dim", 4, ParameterDescriptor(description="Length of the random action vector.",
-                                               integer_range=[IntegerRange(from_value=1, to_value=64)]))
-        d("episode_length", 50, ParameterDescriptor(description="Steps per episode (the last one is truncated).",
-                                                    integer_range=[IntegerRange(from_value=1, to_value=100000)]))
-        d("resend_after_s", 1.0, ParameterDescriptor(description="Resend a transition not acknowledged after this.",
-                                                     floating_point_range=[FloatingPointRange(from_value=0.05, to_value=60.0)]))
-        d("seed", 0, ParameterDescriptor(description="Seed of the random generator."))
+        d("state_dim", 8, ParameterDescriptor(description="Length of the random state vector. " + fixed,
+                                              integer_range=[IntegerRange(from_value=1, to_value=4096)],
+                                              read_only=True))
+        d("action_dim", 4, ParameterDescriptor(description="Length of the random action vector. " + fixed,
+                                               integer_range=[IntegerRange(from_value=1, to_value=64)],
+                                               read_only=True))
+        d("episode_length", 50, ParameterDescriptor(
+            description="Steps per episode, the last one truncated (applied from the next step).",
+            integer_range=[IntegerRange(from_value=1, to_value=100000)]))
+        d("resend_after_s", 1.0, ParameterDescriptor(
+            description="Resend a transition not acknowledged after this (applied when set).",
+            floating_point_range=[FloatingPointRange(from_value=0.05, to_value=60.0)]))
+        d("seed", 0, ParameterDescriptor(description="Seed of the random generator. " + fixed, read_only=True))
         p = {name: self.get_parameter(name).value for name in
              ("actor_id", "rate_hz", "state_dim", "action_dim", "episode_length", "resend_after_s", "seed")}
         self._actor_id, self._resend_after = p["actor_id"], p["resend_after_s"]
@@ -52,12 +57,25 @@ class RandomActorNode(Node):
         self._acked = -1
         self._pub = self.create_publisher(Transition, Topics.TRANSITIONS, RELIABLE)
         self.create_subscription(TransitionAck, Topics.TRANSITION_ACKS, self._on_transition_acks, RELIABLE)
-        self.create_timer(1.0 / p["rate_hz"], self._on_tick)
+        self._tick_timer = self.create_timer(1.0 / p["rate_hz"], self._on_tick)
         self.create_timer(2.0, self._report)
+        self.add_post_set_parameters_callback(self._on_parameters_set)
+
+    def _on_parameters_set(self, parameters) -> None:
+        """Apply what rqt / `ros2 param set` changed (ranges and read-only were checked before)."""
+        for param in parameters:
+            if param.name == "rate_hz":
+                self.destroy_timer(self._tick_timer)
+                self._tick_timer = self.create_timer(1.0 / param.value, self._on_tick)
+            elif param.name == "episode_length":
+                self._episode_length = param.value
+            elif param.name == "resend_after_s":
+                self._resend_after = param.value
+            self.get_logger().info(f"{param.name} set to {param.value}")
 
     def _on_tick(self) -> None:
         next_state = self._rng.standard_normal(self._state_dim).astype(np.float32)
-        truncated = self._step == self._episode_length - 1
+        truncated = self._step >= self._episode_length - 1
         msg = Transition(actor_id=self._actor_id, sequence=self._sequence, episode_id=self._episode,
                          step=self._step, observation=Observation(state=self._state.tolist()),
                          next_observation=Observation(state=next_state.tolist()),
