@@ -182,3 +182,26 @@ def test_mixed_batch_equals_each_buffer_gathered_and_concatenated():
                 assert torch.equal(got[key], torch.cat([p[key] for p in parts]))
         else:
             assert torch.equal(got, torch.cat(parts))
+
+
+def test_replay_from_config_and_without_a_demo_buffer():
+    from hilserl_learner.config import ReplayConfig
+
+    config = ReplayConfig(online_capacity=50, demo_capacity=30, demo_fraction=0.25,
+                          intervention_weight=3.0)
+    replay = DemoOnlineReplay.from_config(STATE_SPEC, config)
+    assert replay.online.capacity == 50 and replay.demo.capacity == 30
+    assert replay.demo_fraction == 0.25 and tuple(replay.online.source_weights) == (1.0, 1.0, 3.0)
+
+    no_demo = DemoOnlineReplay.from_config(STATE_SPEC, ReplayConfig(online_capacity=50, demo_capacity=0))
+    assert no_demo.demo is None and set(no_demo.buffers()) == {"online"}
+    run_episodes(no_demo, STATE_SPEC, [(0, 4, "terminated"), (10, 3, "truncated")],
+                 sources=[[TransitionSource.POLICY] * 4, [TransitionSource.INTERVENTION] * 3])
+    assert len(no_demo.online) == 7  # interventions go to the online buffer only
+    batch = no_demo.sample(16, np.random.default_rng(0))  # every row online; demo_fraction ignored
+    assert batch.actions.shape == (16, 1) and set(batch.sources.tolist()) <= {0, 2}
+    with pytest.raises(ValueError, match="demo_capacity is 0"):
+        no_demo.add(make_obs(STATE_SPEC, 1), np.zeros(1, np.float32), 0.0, make_obs(STATE_SPEC, 2),
+                    False, source=TransitionSource.DEMO)
+    with pytest.raises(ValueError, match="demo_capacity"):
+        ReplayConfig(demo_capacity=-1)

@@ -62,13 +62,15 @@ class PickCubeEnv(gymnasium.Env):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         if not (np.isfinite(gripper_penalty) and gripper_penalty <= 0):
             raise ValueError(f"gripper_penalty must be a finite number <= 0, got {gripper_penalty!r}")
-        self.sim = PickCubeSim(config)
-        n_joints = len(self.sim.arm.arm_joints)
+        config = config or PickCubeConfig()
+        config.validate()
+        n_joints = len(config.description.arm_joints)
         if isinstance(layout, str):
             layout = ObservationLayout(layout, num_joints=n_joints)
-        if layout.num_joints != n_joints:
-            raise ValueError(f"layout.num_joints is {layout.num_joints}, the {self.sim.config.arm} "
+        if layout.num_joints != n_joints:  # checked before the (slow) scene build
+            raise ValueError(f"layout.num_joints is {layout.num_joints}, the {config.arm} "
                              f"arm has {n_joints}")
+        self.sim = PickCubeSim(config)
         self.layout = layout
         self.gripper_penalty = float(gripper_penalty)
         self.render_mode = render_mode
