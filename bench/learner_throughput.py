@@ -7,10 +7,6 @@ Cases (batch 256, state 21-D, action 4-D, default configs, 2 torch threads):
   state_10q             10 critics, target min over a random 2 (RLPD)
   state_*_bf16_critic   the same with CriticConfig.matmul_precision="bfloat16"
                         (opt-in, not the default)
-  state_*_autograd      the same update with the critic ensemble differentiated
-                        by plain autograd (EnsembleMLP.backward_mode="autograd")
-                        instead of the hand-written backward; interleaved with
-                        the custom cases, per-trial ratio custom / autograd
   image_2cam            two 128x128 cameras + state, frozen ResNet-10-shaped
                         backbone (random weights) with features cached per
                         stored frame (each frame encoded once, when stored)
@@ -174,14 +170,12 @@ def time_updates(step, trials: int, per_trial: int, warmup: int, peak: dict[str,
 
 
 # ---------------------------------------------------------------------- cases
-def state_step(num_critics: int, precision: str = "float32", backward: str = "custom"):
+def state_step(num_critics: int, precision: str = "float32"):
     spec = ObservationSpec(state_dim=STATE_DIM, action_dim=ACTION_DIM)
     config = LearnerConfig(spec=spec, networks=NetworkConfig(
         critic=CriticConfig(num_critics=num_critics, target_subset_size=2,
                             matmul_precision=precision)))
     agent = RLPDAgent(config)
-    for critic in (agent.critic, agent.target_critic):
-        critic.ensemble.backward_mode = backward
     replay = DemoOnlineReplay(spec, 20_000, 20_000)
     rng = np.random.default_rng(0)
     for i in range(4000):
@@ -312,9 +306,8 @@ def main() -> None:
                         help="interleaved trials of the state cases (default 3 quick, 7 full)")
     parser.add_argument("--per-trial", type=int, default=None,
                         help="2-critic updates per trial (default 20 quick, 60 full; 10 critics: 1/3)")
-    parser.add_argument("--ensemble-only", action="store_true",
-                        help="only the state cases, custom vs autograd ensemble backward "
-                             "(no SB3, no image cases)")
+    parser.add_argument("--state-only", action="store_true",
+                        help="only the state cases and SB3 (no image cases)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     allocator_tuned = keep_freed_memory_in_process()
@@ -330,42 +323,29 @@ def main() -> None:
              # Not the default: CriticConfig.matmul_precision="bfloat16" (opt-in).
              "state_2q_bf16_critic": (state_step(2, "bfloat16"), per_trial, 10),
              "state_10q_bf16_critic": (state_step(10, "bfloat16"), per_trial // 3, 5)}
-    # The same updates with the critic ensemble differentiated by plain autograd.
-    for name in list(cases):
-        critics = 10 if "10q" in name else 2
-        precision = "bfloat16" if "bf16" in name else "float32"
-        cases[f"{name}_autograd"] = (state_step(critics, precision, "autograd"),
-                                     *cases[name][1:])
-    sb3, sb3_info = (None, "--ensemble-only") if args.ensemble_only else sb3_step()
+    sb3, sb3_info = sb3_step()
     if sb3 is not None:
         cases["sb3_sac_state"] = (sb3, per_trial, 10)
     results.update(time_interleaved(cases, trials, peak))
-    for name in ("state_2q", "state_10q", "state_2q_bf16_critic", "state_10q_bf16_critic"):
-        # Hand-written backward / autograd, trial by trial (same machine conditions),
-        # by wall clock and by this process's CPU time.
-        for key, trials_key in (("ratio_to_autograd", "trials"),
-                                ("cpu_ratio_to_autograd", "cpu_trials")):
-            ratios = [a / b for a, b in zip(results[name][trials_key],
-                                            results[f"{name}_autograd"][trials_key])]
-            results[name][key] = round(statistics.median(ratios), 3)
-            results[name][f"{key}_trials"] = [round(r, 3) for r in ratios]
-            quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
-            results[name][f"{key}_quartiles"] = [round(quartiles[0], 3), round(quartiles[2], 3)]
-            results[name][f"{key}_range"] = [round(min(ratios), 3), round(max(ratios), 3)]
     if sb3 is None:
         results["sb3_sac_state"] = {"skipped": sb3_info}
     else:
         results["sb3_sac_state"]["note"] = f"stable-baselines3 {sb3_info} SAC, MlpPolicy 256x256"
         for name in ("state_2q", "state_10q", "state_2q_bf16_critic",
                      "state_10q_bf16_critic"):  # trial-by-trial ratio, same conditions
-            ratios = [a / b for a, b in zip(results[name]["trials"],
-                                            results["sb3_sac_state"]["trials"])]
-            results[name]["ratio_to_sb3"] = round(statistics.median(ratios), 3)
-    if not args.ensemble_only:
+            for key, trials_key in (("ratio_to_sb3", "trials"),
+                                    ("cpu_ratio_to_sb3", "cpu_trials")):
+                ratios = [a / b for a, b in zip(results[name][trials_key],
+                                                results["sb3_sac_state"][trials_key])]
+                results[name][key] = round(statistics.median(ratios), 3)
+                quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+                results[name][f"{key}_quartiles"] = [round(quartiles[0], 3),
+                                                     round(quartiles[2], 3)]
+    if not args.state_only:
         results["image_2cam"] = image_cached_case(trials, 5 if quick else 15, peak)
         results["image_2cam_trainable_small_cnn"] = image_pixels_case(
             "small_cnn", False, trials if not quick else 2, 2 if quick else 5, 1, peak)
-    if args.ensemble_only:
+    if args.state_only:
         pass
     elif quick:
         results["image_2cam_frozen_shift"] = {"skipped": "slow (seconds per update); run without --quick"}
@@ -384,20 +364,19 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"{'case':34s} {'updates/s':>10s} {'GFLOP/s':>8s} {'of peak':>8s} {'others':>7s} "
-          f"{'vs SB3':>7s} {'custom/autograd wall [IQR]':>27s} {'cpu-time [IQR]':>22s}")
+          f"{'vs SB3 wall [IQR]':>22s} {'cpu-time [IQR]':>22s}")
     for name, entry in results.items():
         if "skipped" in entry:
             print(f"{name:34s} skipped: {entry['skipped']}")
             continue
-        ratio = f"{entry['ratio_to_sb3']:6.2f}x" if "ratio_to_sb3" in entry else ""
-        vs_autograd = ["", ""]
-        for i, key in enumerate(("ratio_to_autograd", "cpu_ratio_to_autograd")):
+        vs_sb3 = ["", ""]
+        for i, key in enumerate(("ratio_to_sb3", "cpu_ratio_to_sb3")):
             if key in entry:
                 low, high = entry[f"{key}_quartiles"]
-                vs_autograd[i] = f"{entry[key]:.3f}x [{low:.3f}-{high:.3f}]"
+                vs_sb3[i] = f"{entry[key]:.3f}x [{low:.3f}-{high:.3f}]"
         print(f"{name:34s} {entry['updates_per_s']:10.2f} {entry['gflops']:8.1f} "
               f"{entry['fraction_of_peak']:8.1%} {entry['other_processes_cpu_cores']:7.2f} "
-              f"{ratio:>7s} {vs_autograd[0]:>27s} {vs_autograd[1]:>22s}")
+              f"{vs_sb3[0]:>22s} {vs_sb3[1]:>22s}")
     print(f"peak matmul float32 {peak['float32']:.1f}, bfloat16 {peak['bfloat16']:.1f} GFLOP/s "
           f"(of peak: against the precision each FLOP ran in); 100k two-camera buffer / raw uint8 images: "
           f"{memory['image_buffer_bytes_ratio']:.4f}; wrote {args.out}")

@@ -222,23 +222,20 @@ class RLPDAgent:
 
     def update_critic_and_actor(self, batch: TransitionBatch, obs_features: torch.Tensor,
                                 next_features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Critic, grasp-critic, actor and temperature losses in one pass.
+        """Critic, grasp-critic, actor and temperature losses, one backward.
 
-        The online critic runs once over 2B rows, [(s, a_batch); (s, a ~ pi(s))];
-        only the first B rows feed its parameter gradients (the actor loss moves
-        the actions, never the critic), see hilserl_policy.ensemble.
+        The actor loss sees the critic with detached weights: it moves the
+        actions (and so the actor), never the critic.
         """
         target_q = self._critic_target(batch, next_features)
         features = obs_features.detach()
         actions, log_probs = self.actor.sample(features)
-        size = batch.actions.shape[0]
-        q_all = self.critic(torch.cat((obs_features, features)),
-                            torch.cat((batch.actions, actions)), param_grad_rows=size)
-        q = q_all[:, :size]
+        q = self.critic(obs_features, batch.actions)
         critic_loss = (q - target_q).square().mean()
         metrics = {"losses/critic": critic_loss.detach(), "values/q_mean": q.detach().mean(),
                    "values/target_q_mean": target_q.mean()}
-        actor_loss = self._actor_losses(q_all[:, size:], log_probs, metrics)
+        q_pi = self.critic(features, actions, detach_params=True)
+        actor_loss = self._actor_losses(q_pi, log_probs, metrics)
         self._step(critic_loss + actor_loss, batch, features, next_features, metrics)
         self.num_actor_updates += 1
         return metrics

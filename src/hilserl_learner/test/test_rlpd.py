@@ -296,7 +296,9 @@ def test_act_is_deterministic_in_evaluation_and_explores_in_training():
 
 
 def test_full_update_matches_separate_losses_on_pre_step_parameters(monkeypatch):
-    """The one-pass full update has exactly the gradients of the separate losses."""
+    """The full update (critic + actor + temperature + grasp critic, one backward)
+    has exactly the gradients of the separately differentiated losses: the actor
+    loss gives the critic no gradient."""
     agent = RLPDAgent(small_config(num_critics=4, subset=2, has_gripper=True,
                                    critic_actor_ratio=1, backup_entropy=True))
     batch = make_batch(agent.config.spec, rewards=torch.linspace(0, 1, 8), penalties=-0.02)

@@ -3,9 +3,10 @@
 Every hidden layer is Linear -> LayerNorm -> activation, as in RLPD/HIL-SERL.
 The critic ensemble keeps each member fully independent (the official
 HIL-SERL ensemble shares its last layer across members) and evaluates all
-members in one batched pass: the first layer is one matmul against the
+members in one batched pass: the first layer is one batched matmul against the
 members' weights laid side by side (its input is the same for every member),
-the later layers are ``torch.baddbmm`` over stacked weights.
+the later layers are ``torch.baddbmm`` over stacked weights; autograd
+differentiates it.
 """
 
 from __future__ import annotations
@@ -22,10 +23,29 @@ from hilserl_policy.config import (
     GraspCriticConfig,
     GripperExplorationConfig,
 )
-from hilserl_policy.ensemble import EnsembleMLPFunction, ensemble_forward_autograd, fast_tanh
+
+
+class _FastTanh(torch.autograd.Function):
+    """tanh(y) = 2 sigmoid(2y) - 1 (same values to ~1e-7; on CPU sigmoid is ~3x
+    cheaper than tanh), differentiated from its output alone."""
+
+    @staticmethod
+    def forward(ctx, y):
+        out = torch.sigmoid(y * 2.0).mul_(2.0).sub_(1.0)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (out,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, out)
+
+
+def fast_tanh(y: torch.Tensor) -> torch.Tensor:
+    return _FastTanh.apply(y)
+
 
 ACTIVATIONS = {"tanh": fast_tanh, "relu": F.relu, "silu": F.silu, "gelu": F.gelu}
-ENSEMBLE_ACTIVATIONS = ("tanh", "relu")  # those with a hand-written backward (ensemble.py)
 
 # Grasp-critic output index <-> hilserl_msgs/Action gripper command (-1, 0, 1).
 GRIPPER_CLOSE, GRIPPER_STAY, GRIPPER_OPEN = 0, 1, 2
@@ -85,25 +105,34 @@ class EnsembleMLP(nn.Module):
     Output shape is (members, batch, output_dim). ``members`` selects a subset
     (only those are computed); ``detach_params`` evaluates with detached
     weights so that a loss back-propagates to the input only (used by the
-    actor loss: no wasted weight gradients for the critic).
+    actor loss: the critic's weights get no gradient from it).
+
+    Layout: activations are (members, rows, width) in every layer. Layer 1's
+    input is shared by all members; its weight is stored as
+    (input, members * width) and read as a (members, input, width) view, so
+    layer 1 is one ``baddbmm`` against an expanded (not copied) input; later
+    layers are ``baddbmm`` over (members, width, width) weights; LayerNorm is
+    per member and per row with a per-member affine. Plain PyTorch ops:
+    autograd differentiates it (a hand-written backward was measured no
+    faster, docs/learning_core.md).
     """
 
     def __init__(self, num_members: int, input_dim: int, hidden_dims: tuple[int, ...],
                  output_dim: int, activation: str, hidden_precision: str = "float32"):
         super().__init__()
         self.num_members = num_members
-        # Hidden-to-hidden matmuls in bfloat16 (see hilserl_policy.ensemble).
+        # Hidden-to-hidden matmuls with bfloat16 operands (float32 accumulation and
+        # results; layer 1, the output layer, LayerNorms and gradients stay float32).
         self.hidden_dtype = torch.bfloat16 if hidden_precision == "bfloat16" else None
         self.input_dim = input_dim
         self.hidden_dims = tuple(hidden_dims)
         self.output_dim = output_dim
-        if activation not in ENSEMBLE_ACTIVATIONS:
-            raise ValueError(f"ensemble activation must be one of {ENSEMBLE_ACTIVATIONS}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"ensemble activation must be one of {tuple(ACTIVATIONS)}, "
+                             f"got {activation!r}")
         self.activation_name = activation
-        # "custom": EnsembleMLPFunction's hand-written backward; "autograd": plain ops.
-        self.backward_mode = "custom"
+        self.activation = ACTIVATIONS[activation]
         first = hidden_dims[0]
-        # First layer stored as (input, members * width): one addmm for all members.
         self.first_weight = nn.Parameter(torch.empty(input_dim, num_members * first))
         self.first_bias = nn.Parameter(torch.zeros(num_members * first))
         self.hidden_weights = nn.ParameterList()
@@ -131,35 +160,36 @@ class EnsembleMLP(nn.Module):
             _xavier_bound(self.hidden_dims[-1], self.output_dim))
 
     def forward(self, x: torch.Tensor, members: torch.Tensor | None = None,
-                detach_params: bool = False, param_grad_rows: int | None = None) -> torch.Tensor:
-        """(members, rows, output_dim); only the first ``param_grad_rows`` rows
-        (default: all; 0 with ``detach_params``) contribute to parameter gradients."""
-        params = [self.first_weight, self.first_bias, *self.hidden_weights, *self.hidden_biases,
-                  *self.norm_weights, *self.norm_biases, self.output_weight, self.output_bias]
-        if detach_params:
-            params = [p.detach() for p in params]
-            param_grad_rows = 0
-        if members is not None:
-            first = self.hidden_dims[0]
-            k = members.numel()
-            first_w = params[0].view(self.input_dim, self.num_members, first)[:, members]
-            params = [first_w.reshape(self.input_dim, k * first),
-                      params[1].view(self.num_members, first)[members].reshape(-1),
-                      *(p[members] for p in params[2:])]
-        rows = x.shape[0] if param_grad_rows is None else param_grad_rows
-        n_hidden = len(self.hidden_dims) - 1
-        if self.backward_mode == "autograd":
-            def run(rows_x, ps):
-                return ensemble_forward_autograd(rows_x, self.activation_name, n_hidden,
-                                                 self.hidden_dtype, *ps)
-            if rows >= x.shape[0]:
-                return run(x, params)
-            frozen = [p.detach() for p in params]
-            if rows == 0:
-                return run(x, frozen)
-            return torch.cat((run(x[:rows], params), run(x[rows:], frozen)), dim=1)
-        return EnsembleMLPFunction.apply(x, rows, self.activation_name,
-                                         n_hidden, self.hidden_dtype, *params)
+                detach_params: bool = False) -> torch.Tensor:
+        """(members, rows, output_dim) for input x (rows, input_dim)."""
+
+        def param(p: torch.Tensor) -> torch.Tensor:
+            p = p.detach() if detach_params else p
+            return p if members is None else p[members]
+
+        rows, width = x.shape[0], self.hidden_dims[0]
+        k = self.num_members if members is None else members.numel()
+        w1 = param(self.first_weight.view(self.input_dim, self.num_members, width)
+                   .transpose(0, 1))  # (members, input, width) view
+        b1 = param(self.first_bias.view(self.num_members, 1, width))
+        z = torch.baddbmm(b1, x.expand(k, rows, self.input_dim), w1)
+        n_hidden = len(self.hidden_weights)
+        weights = [*self.hidden_weights, self.output_weight]
+        biases = [*self.hidden_biases, self.output_bias]
+        for j in range(n_hidden + 1):
+            normed = F.layer_norm(z, (z.shape[-1],))
+            h = self.activation(torch.addcmul(param(self.norm_biases[j]), normed,
+                                              param(self.norm_weights[j])))
+            weight, bias = param(weights[j]), param(biases[j])
+            if j < n_hidden and self.hidden_dtype is not None:
+                z = torch.add(bias, torch.bmm(h.to(self.hidden_dtype),
+                                              weight.to(self.hidden_dtype)))  # -> float32
+            elif j == n_hidden and self.output_dim == 1:
+                # A Q head: a batched mat-vec, faster as multiply + sum than as bmm.
+                z = (h * weight.transpose(1, 2)).sum(-1, keepdim=True) + bias
+            else:
+                z = torch.baddbmm(bias, h, weight)
+        return z
 
 
 class CriticEnsemble(nn.Module):
@@ -174,10 +204,10 @@ class CriticEnsemble(nn.Module):
                                     config.matmul_precision)
 
     def forward(self, features: torch.Tensor, actions: torch.Tensor,
-                members: torch.Tensor | None = None, detach_params: bool = False,
-                param_grad_rows: int | None = None) -> torch.Tensor:
+                members: torch.Tensor | None = None,
+                detach_params: bool = False) -> torch.Tensor:
         x = torch.cat((features, actions), dim=-1)
-        return self.ensemble(x, members, detach_params, param_grad_rows).squeeze(-1)
+        return self.ensemble(x, members, detach_params).squeeze(-1)
 
 
 class TanhGaussianActor(nn.Module):
