@@ -224,7 +224,8 @@ def observation_from_msg(msg, spec: ObservationSpec) -> dict[str, np.ndarray]:
 
 
 def replay_args_from_transition(msg: Transition, spec: ObservationSpec) -> dict[str, Any]:
-    """Keyword arguments of ``DemoOnlineReplay.add`` for one ``Transition`` message."""
+    """Keyword arguments of ``DemoOnlineReplay.add`` for one ``Transition`` message, plus
+    ``episode_start`` (its step is 0), which the caller pops."""
     action = np.asarray(msg.action, np.float32)
     if action.shape != (spec.action_dim,):
         raise ValueError(f"action has {action.shape[0]} values, expected {spec.action_dim}")
@@ -244,7 +245,8 @@ def replay_args_from_transition(msg: Transition, spec: ObservationSpec) -> dict[
                 reward=float(msg.reward), next_observation=observation_from_msg(msg.next_observation, spec),
                 terminated=bool(msg.terminated), truncated=bool(msg.truncated),
                 source=TransitionSource.INTERVENTION if msg.intervened else TransitionSource.POLICY,
-                gripper_action=gripper, gripper_penalty=float(msg.gripper_penalty))
+                gripper_action=gripper, gripper_penalty=float(msg.gripper_penalty),
+                episode_start=msg.step == 0)
 
 
 @dataclasses.dataclass
@@ -415,11 +417,11 @@ class LearnerNode(Node):
         # trained frontier (highest_trained) through _online_order like new ones.
 
     def _update_normalizer(self, states: list[np.ndarray]) -> None:
-        normalizer = getattr(self.agent.encoder, "state_normalizer", None)
-        if normalizer is None or not states:
-            return
-        with self._agent_lock:
-            normalizer.update(np.concatenate([np.atleast_2d(s) for s in states]))
+        """Feed stored states to the running normalisation (``RLPDAgent.observe_states``;
+        a no-op unless ``state_normalization`` is "running")."""
+        if states and self.spec.state_normalization == "running":
+            with self._agent_lock:
+                self.agent.observe_states(np.concatenate([np.atleast_2d(s) for s in states]))
 
     # ----------------------------------------------------------------- intake
     def _on_transitions(self, data: bytes) -> None:
@@ -496,8 +498,12 @@ class LearnerNode(Node):
                                     "acknowledged but not trained on", throttle_duration_sec=5.0)
             self._online_order.append((self.replay.online.num_added - 1, actor, sequence))
             return
-        if STATE_KEY in args["observation"]:
-            states.append(args["observation"][STATE_KEY])
+        if STATE_KEY in args["observation"]:  # each frame once: episode start, then next frames
+            if args.pop("episode_start"):
+                states.append(args["observation"][STATE_KEY])
+            states.append(args["next_observation"][STATE_KEY])
+        else:
+            args.pop("episode_start")
         self.replay.add(**args)
         self._online_order.append((self.replay.online.num_added - 1, actor, sequence))
 

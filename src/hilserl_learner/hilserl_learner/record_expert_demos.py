@@ -3,8 +3,9 @@
     python -m hilserl_learner.record_expert_demos --out demos/pick_cube.safetensors --episodes 20
 
 Runs ``hilserl_sim.expert.ScriptedExpert`` on the in-process pick-cube core
-(``PickCubeSim``, the same core the bridge runs), builds each observation with
-the policy's observation layout (``hilserl_policy.observation``), keeps the
+(``PickCubeSim``, the same core the bridge runs, through its gymnasium
+``PickCubeEnv``), builds each observation with the policy's observation layout
+(``hilserl_policy.observation``), keeps the
 successful episodes until ``--episodes`` of them are collected, shows one
 progress line per episode, and writes the file with ``demo_file.write_demo_file``.
 No ROS involved.
@@ -22,25 +23,12 @@ from typing import Callable
 import numpy as np
 
 from hilserl_learner.demo_file import DemoDataset, DemoDatasetBuilder, write_demo_file
-from hilserl_learner.rlpd import gripper_change_penalty
 from hilserl_policy.config import ObservationSpec
 from hilserl_policy.encoders import STATE_KEY
 from hilserl_policy.networks import gripper_command_to_index
-from hilserl_policy.observation import LAYOUT_NAMES, ObservationLayout
+from hilserl_policy.observation import LAYOUT_NAMES
 
 POLICY_ACTION_DIM = 3  # the policy commands x, y, z deltas; rotation deltas stay 0
-
-
-def _observation(sim, layout: ObservationLayout, cameras: tuple[str, ...],
-                 image_size: int) -> dict[str, np.ndarray]:
-    state = sim.state()
-    obs = {STATE_KEY: layout.build(gripper_opening=state.gripper_opening,
-                                   ee_position=state.ee_position, cube_position=state.cube_position,
-                                   joint_positions=state.joint_positions,
-                                   joint_velocities=state.joint_velocities)}
-    for camera in cameras:
-        obs[camera] = sim.render(camera, image_size, image_size)
-    return obs
 
 
 def collect_expert_demos(episodes: int, arm: str = "panda", layout: str = "relative",
@@ -50,21 +38,38 @@ def collect_expert_demos(episodes: int, arm: str = "panda", layout: str = "relat
                          progress: Callable[[str], None] | None = None) -> DemoDataset:
     """``episodes`` successful expert episodes (failed attempts are discarded).
 
-    Episode k uses seed ``seed + attempt``; ``max_attempts`` (default 3 x episodes)
+    Steps ``hilserl_sim.pick_cube_env.PickCubeEnv`` (the pick-cube core with the
+    policy's observation layout, gripper index and change penalty, as the
+    in-process training loop sees it); cameras are rendered from its sim.
+    Attempt k uses seed ``seed + k``; ``max_attempts`` (default 3 x episodes)
     bounds the attempts, after which a RuntimeError says how many succeeded.
     """
     from hilserl_sim.expert import EXPERT_DEFAULTS, ScriptedExpert
-    from hilserl_sim.pick_cube import PickCubeConfig, PickCubeSim
+    from hilserl_sim.pick_cube import PickCubeConfig
+    from hilserl_sim.pick_cube_env import PickCubeEnv
 
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    sim = PickCubeSim(PickCubeConfig(arm=arm, image_width=image_size, image_height=image_size))
+    env = PickCubeEnv(PickCubeConfig(arm=arm, image_width=image_size, image_height=image_size),
+                      layout=layout, gripper_penalty=gripper_penalty)
     try:
-        obs_layout = ObservationLayout(layout, num_joints=len(sim.config.description.arm_joints))
-        spec = ObservationSpec(state_dim=obs_layout.dim, action_dim=POLICY_ACTION_DIM,
-                               camera_names=tuple(cameras), image_size=image_size, has_gripper=True)
+        for camera in cameras:
+            if camera not in env.sim.camera_names:
+                raise ValueError(f"camera {camera!r} is not in the {arm} scene "
+                                 f"({', '.join(env.sim.camera_names)})")
+        base = env.observation_spec()
+        spec = ObservationSpec(state_dim=base.state_dim, action_dim=base.action_dim,
+                               camera_names=tuple(cameras), image_size=image_size,
+                               has_gripper=base.has_gripper)
+
+        def observe(obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            full = {STATE_KEY: obs[STATE_KEY]}
+            for camera in cameras:
+                full[camera] = env.sim.render(camera, image_size, image_size)
+            return full
+
         expert = ScriptedExpert(dataclasses.replace(EXPERT_DEFAULTS[arm], noise_std=noise_std))
-        builder = DemoDatasetBuilder(spec, layout=dataclasses.asdict(obs_layout),
+        builder = DemoDatasetBuilder(spec, layout=dataclasses.asdict(env.layout),
                                      source=f"scripted expert, {arm} pick-cube")
         attempts = 0
         limit = max_attempts if max_attempts is not None else 3 * episodes
@@ -75,29 +80,22 @@ def collect_expert_demos(episodes: int, arm: str = "panda", layout: str = "relat
                                    f"in {attempts} attempts")
             episode_seed = seed + attempts
             attempts += 1
-            sim.reset(seed=episode_seed)
+            raw, info = env.reset(seed=episode_seed)
             expert.reset(seed=episode_seed)
-            obs = _observation(sim, obs_layout, spec.camera_names, image_size)
-            success = False
-            steps = 0
-            for steps in range(1, sim.config.max_episode_steps + 1):
-                state = sim.state()
+            obs = observe(raw)
+            steps, done = 0, False
+            while not done:
+                state = info["sim_state"]
                 deltas, command = expert.act(state.ee_position, state.cube_position,
                                              state.gripper_opening)
-                action = np.zeros(len(deltas))
-                action[:POLICY_ACTION_DIM] = deltas[:POLICY_ACTION_DIM]
+                action = np.clip(np.asarray(deltas[:POLICY_ACTION_DIM], np.float32), -1.0, 1.0)
                 index = gripper_command_to_index(command)
-                closed_before = sim.gripper_command < 0
-                result = sim.step(action, command)
-                next_obs = _observation(sim, obs_layout, spec.camera_names, image_size)
-                builder.add(obs, action[:POLICY_ACTION_DIM], index, float(result.reward), next_obs,
-                            terminated=bool(result.terminated), truncated=bool(result.truncated),
-                            gripper_penalty=gripper_change_penalty(index, closed_before, gripper_penalty))
-                obs = next_obs
-                success = bool(result.success)
-                if result.terminated or result.truncated:
-                    break
-            if success:
+                raw, reward, terminated, truncated, info = env.step({"deltas": action, "gripper": index})
+                next_obs = observe(raw)
+                builder.add(obs, action, index, float(reward), next_obs, terminated=bool(terminated),
+                            truncated=bool(truncated), gripper_penalty=float(info["gripper_penalty"]))
+                obs, steps, done = next_obs, steps + 1, terminated or truncated
+            if info["success"]:
                 builder.end_episode(True)
                 if progress is not None:
                     rate = builder.episodes / max(time.monotonic() - started, 1e-9)
@@ -110,7 +108,7 @@ def collect_expert_demos(episodes: int, arm: str = "panda", layout: str = "relat
                     progress(f"attempt with seed {episode_seed} failed (discarded)")
         return builder.build()
     finally:
-        sim.close()
+        env.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -180,3 +180,16 @@ def test_record_expert_demos(tmp_path, capsys):
     # The expert closes the gripper once per episode: one change penalty each.
     assert a["gripper_penalty"].sum() == pytest.approx(-0.04)
     assert np.abs(a["action"]).max() <= 1.0
+
+
+def test_record_expert_demos_with_cameras(tmp_path):
+    from hilserl_learner.record_expert_demos import collect_expert_demos
+
+    data = collect_expert_demos(1, cameras=("front", "wrist"), image_size=32, seed=3)
+    assert data.spec.camera_names == ("front", "wrist") and data.spec.image_size == 32
+    frames = data.frames["front"]
+    assert frames.shape == (len(data) + 1, 32, 32, 3) and frames.dtype == np.uint8
+    assert frames.std() > 5, "rendered images, not blank ones"
+    assert not np.array_equal(data.frames["wrist"][0], data.frames["wrist"][-1]), "the wrist camera moves"
+    with pytest.raises(ValueError, match="camera 'top' is not in the panda scene"):
+        collect_expert_demos(1, cameras=("top",))

@@ -462,3 +462,21 @@ def test_config_file_starts_a_learner_with_its_values(ros, tmp_path):
     assert node.spec.state_dim == 10 and node.config.rlpd.batch_size == 256
     assert node.get_parameter("pacing").value == "utd"
     assert node.stats()["policy_version"] == 1
+
+
+def test_running_normalisation_sees_each_stored_frame_once(ros, tmp_path):
+    learner = make_learner(ros, tmp_path, state_normalization="running", learning_starts=1000)
+    actor = TransitionSender(ros)
+    assert actor.wait_connected()
+    actor.send(range(60))  # 3 episodes of 20 steps: 63 distinct frames
+    assert wait_for(lambda: actor.acked == 59, 20.0)
+    normalizer = learner.agent.encoder.state_normalizer
+    assert wait_for(lambda: int(normalizer.count) == 63, 5.0), int(normalizer.count)
+    # state[0] is the sequence number: frames 0..59 and their next frames (+0.5).
+    firsts = [0.0, 20.0, 40.0] + [s + 0.5 for s in range(60)]
+    assert float(normalizer.mean[0]) == pytest.approx(np.mean(firsts), rel=1e-6)
+    from hilserl_policy.policy_export import export_policy, sha256_hex
+
+    data = export_policy(learner.agent, 99)
+    policy = InferencePolicy.from_bytes(data, sha256_hex(data))
+    assert float(policy.encoder.state_normalizer.shift[0]) == pytest.approx(np.mean(firsts), rel=1e-5)
