@@ -53,7 +53,14 @@ from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReli
 from rclpy.serialization import deserialize_message
 
 from hilserl_learner.buffers import DemoOnlineReplay, TransitionSource
-from hilserl_learner.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from hilserl_learner.checkpoint import (
+    MANIFEST,
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    read_json,
+    save_checkpoint,
+)
 from hilserl_learner.config import (
     CheckpointConfig,
     LearnerConfig,
@@ -249,6 +256,20 @@ def replay_args_from_transition(msg: Transition, spec: ObservationSpec) -> dict[
                 episode_start=msg.step == 0)
 
 
+def _checkpoint_positions(root: Path) -> list[tuple[int, Path]]:
+    """(log position, folder) of every complete checkpoint under ``root`` that a learner wrote."""
+    out = []
+    for folder in root.glob("step_*"):
+        if not (folder / MANIFEST).is_file():
+            continue
+        try:
+            position = int(read_json(folder / "state.json")["counters"][LOG_POSITION])
+        except (CheckpointError, KeyError, TypeError, ValueError):
+            continue
+        out.append((position, folder))
+    return out
+
+
 @dataclasses.dataclass
 class ActorState:
     """What the learner knows of one actor (under the node's lock)."""
@@ -266,6 +287,7 @@ class LearnerNode(Node):
         super().__init__("learner", **node_kwargs)
         self.log: TransitionLog | None = None
         self._threads: list[threading.Thread] = []
+        self.failure = ""  # set when the sync or training thread died
         try:
             self._setup()
         except BaseException:
@@ -294,10 +316,7 @@ class LearnerNode(Node):
         self._save_lock = threading.Lock()
 
         self.agent = RLPDAgent(self.config)
-        self.replay = DemoOnlineReplay.from_config(self.spec, self.config.replay) \
-            if hasattr(DemoOnlineReplay, "from_config") else DemoOnlineReplay(
-                self.spec, self.config.replay.online_capacity, self.config.replay.demo_capacity,
-                self.config.replay.demo_fraction)
+        self.replay = self._new_replay()
         self.schedule = UpdateSchedule(self.config.rlpd.utd_ratio, self.config.rlpd.learning_starts)
         self.accepted = SequenceTracker()  # taken into the log (dedup at intake)
         self.stored = SequenceTracker()  # durable and in the replay
@@ -349,8 +368,11 @@ class LearnerNode(Node):
         self.create_timer(1.0, self._on_checkpoint_tick, callback_group=MutuallyExclusiveCallbackGroup())
 
         self._publish_params()  # an actor has weights at once
-        self._threads = [threading.Thread(target=self._sync_loop, name="learner-sync", daemon=True),
-                         threading.Thread(target=self._train_loop, name="learner-train", daemon=True)]
+        self._threads = [
+            threading.Thread(target=self._guarded, args=("sync", self._sync_loop),
+                             name="learner-sync", daemon=True),
+            threading.Thread(target=self._guarded, args=("training", self._train_loop),
+                             name="learner-train", daemon=True)]
         for thread in self._threads:
             thread.start()
         self.get_logger().info(
@@ -370,10 +392,8 @@ class LearnerNode(Node):
     def _resume_or_start(self, p: dict[str, Any]) -> None:
         root = Path(p["checkpoint_dir"])
         log_dir = Path(p["transition_log_dir"] or root / "transition_log")
-        folder = latest_checkpoint(root) if p["resume"] and root.is_dir() else None
+        folder, counters = self._load_newest_checkpoint(root) if p["resume"] else (None, {})
         if folder is not None:
-            counters = load_checkpoint(folder, self.agent, self.replay,
-                                       check_digests=self.config.checkpoint.verify_digests)
             self.resumed_from = folder
             self.last_checkpoint = folder
             self.log_position = int(counters.get(LOG_POSITION, -1))
@@ -405,6 +425,11 @@ class LearnerNode(Node):
                                       f"{self.log.recovery.truncated_bytes} bytes from "
                                       f"{self.log.recovery.truncated_file}")
         self.policy_version = max(self.policy_version, self._published_version())
+        if self.log.recovery.records and self.log.first_position > self.log_position + 1:
+            raise CheckpointError(
+                f"{log_dir}: the transition log starts at position {self.log.first_position}, "
+                f"checkpoint {folder} holds up to {self.log_position}: transitions in between "
+                "were retired with a newer checkpoint that is missing or unreadable")
         if self.log.next_position <= self.log_position:
             self.log.skip_to(self.log_position + 1)
         states = []
@@ -415,6 +440,28 @@ class LearnerNode(Node):
         self._update_normalizer(states)
         # Transitions replayed from the log are owed their updates: they enter the
         # trained frontier (highest_trained) through _online_order like new ones.
+
+    def _load_newest_checkpoint(self, root: Path) -> tuple[Path | None, dict[str, int]]:
+        """Load the newest loadable checkpoint (LATEST first, then by log position);
+        an unreadable one is reported and skipped. Returns (folder, counters)."""
+        if not root.is_dir():
+            return None, {}
+        latest = latest_checkpoint(root)
+        others = sorted((f for f in _checkpoint_positions(root) if f[1] != latest), reverse=True)
+        candidates = ([latest] if latest is not None else []) + [f for _, f in others]
+        for folder in candidates:
+            try:
+                counters = load_checkpoint(folder, self.agent, self.replay,
+                                           check_digests=self.config.checkpoint.verify_digests)
+                return folder, counters
+            except CheckpointError as error:
+                self.get_logger().error(f"checkpoint refused, trying an older one: {error}")
+                self.agent = RLPDAgent(self.config)  # a failed load may have been partial
+                self.replay = self._new_replay()
+        return None, {}
+
+    def _new_replay(self) -> DemoOnlineReplay:
+        return DemoOnlineReplay.from_config(self.spec, self.config.replay)
 
     def _update_normalizer(self, states: list[np.ndarray]) -> None:
         """Feed stored states to the running normalisation (``RLPDAgent.observe_states``;
@@ -453,6 +500,14 @@ class LearnerNode(Node):
             with self._lock:
                 self.duplicates_total += 1
             self._publish_ack(actor)  # tell a resending actor what is already stored
+
+    def _guarded(self, name: str, loop) -> None:
+        """Run a thread's loop; a crash is logged as fatal and shown in every progress line."""
+        try:
+            loop()
+        except Exception as error:  # noqa: BLE001  (reported, never swallowed silently)
+            self.failure = f"{name} thread stopped: {type(error).__name__}: {error}"
+            self.get_logger().fatal(self.failure)
 
     def _sync_loop(self) -> None:
         while not self._stop.is_set():
@@ -611,8 +666,11 @@ class LearnerNode(Node):
                                      keep_last=self.config.checkpoint.keep_last)
             position = self.log_position
         if root.resolve() == Path(self._p["checkpoint_dir"]).resolve():
+            # Keep the log from the oldest kept checkpoint on, so that any of them can
+            # be resumed from if a newer one turns out unreadable.
+            kept = [pos for pos, _ in _checkpoint_positions(root)]
             with self._log_cv:
-                self.log.retire(position)
+                self.log.retire(min(kept + [position]))
             self.last_checkpoint = folder
             self._last_checkpoint_time = time.monotonic()
         return folder
@@ -671,6 +729,7 @@ class LearnerNode(Node):
                 "duplicates": self.duplicates_total,
                 "gaps": sum(a.gaps for a in self.actors.values()),
                 "rejected": self.rejected_total,
+                "failure": self.failure,
                 "policy_version": self.policy_version,
                 "log_position": self.log_position,
                 "stored": {a: s.highest_contiguous for a, s in self.stored.actors().items()},
@@ -704,7 +763,11 @@ class LearnerNode(Node):
             line += f" | critic loss {loss:.3g}"
         if s["episodes"]:
             line += f" | success {100 * s['success_rate']:.0f}% ({s['episodes']} ep)"
-        self.get_logger().info(line)
+        if self.failure:
+            line += f" | FAILED: {self.failure}"
+            self.get_logger().error(line)
+        else:
+            self.get_logger().info(line)
         if self._writer is not None:
             for key, value in (("perf/updates_per_s", update_rate), ("perf/actor_steps_per_s", step_rate),
                                ("buffers/online", s["online"]), ("buffers/demo", s["demo"]),

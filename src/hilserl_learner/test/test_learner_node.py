@@ -480,3 +480,31 @@ def test_running_normalisation_sees_each_stored_frame_once(ros, tmp_path):
     data = export_policy(learner.agent, 99)
     policy = InferencePolicy.from_bytes(data, sha256_hex(data))
     assert float(policy.encoder.state_normalizer.shift[0]) == pytest.approx(np.mean(firsts), rel=1e-5)
+
+
+def test_unreadable_newest_checkpoint_falls_back_to_an_older_one_and_the_log(ros, tmp_path):
+    first = make_learner(ros, tmp_path, learning_starts=1000)
+    actor = TransitionSender(ros)
+    assert actor.wait_connected()
+    actor.send(range(30))
+    assert wait_for(lambda: actor.acked == 29, 20.0)
+    older = first.save()
+    actor.send(range(30, 70))
+    assert wait_for(lambda: actor.acked == 69, 20.0)
+    newest = first.save()
+    actor.send(range(70, 80))
+    assert wait_for(lambda: actor.acked == 79, 20.0)
+    assert older != newest and first.log.first_position <= 30, "log kept from the oldest checkpoint"
+    first.shutdown(checkpoint=False)
+    ros.executor.remove_node(first)
+    first.destroy_node()
+    ros._nodes.remove(first)
+    data = bytearray((newest / "networks.safetensors").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (newest / "networks.safetensors").write_bytes(bytes(data))
+
+    second = make_learner(ros, tmp_path, learning_starts=1000)
+    assert second.resumed_from == older
+    assert second.log_replayed == 50
+    assert online_sequences(second.replay) == list(range(80))
+    assert second.stats()["stored"] == {"actor_0": 79}
