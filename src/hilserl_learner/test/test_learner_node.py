@@ -508,3 +508,35 @@ def test_unreadable_newest_checkpoint_falls_back_to_an_older_one_and_the_log(ros
     assert second.log_replayed == 50
     assert online_sequences(second.replay) == list(range(80))
     assert second.stats()["stored"] == {"actor_0": 79}
+
+
+def test_image_transitions_convert_and_bad_images_are_named():
+    from hilserl_learner.learner_node import replay_args_from_transition
+    from hilserl_msgs.msg import NamedImage
+    from hilserl_policy.config import ObservationSpec
+    from sensor_msgs.msg import Image
+
+    spec = ObservationSpec(state_dim=2, action_dim=3, camera_names=("front",), image_size=8,
+                           has_gripper=True)
+    pixels = np.arange(8 * 8 * 3, dtype=np.uint8).reshape(8, 8, 3)
+
+    def image(encoding="rgb8", size=8, name="front"):
+        return NamedImage(name=name, image=Image(height=size, width=size, encoding=encoding,
+                                                 step=size * 3, data=pixels[:size, :size].tobytes()))
+
+    def message(img):
+        obs = Observation(state=[0.5, -0.5], images=[img])
+        return Transition(actor_id="a", sequence=0, observation=obs, next_observation=obs,
+                          action=[0.1, 0.2, 0.3], gripper_action=Action.GRIPPER_CLOSE,
+                          reward=1.0, terminated=True, intervened=True)
+
+    args = replay_args_from_transition(message(image()), spec)
+    np.testing.assert_array_equal(args["observation"]["front"], pixels)
+    assert args["gripper_action"] == 0 and args["terminated"] and args["episode_start"]
+    assert int(args["source"]) == 2  # TransitionSource.INTERVENTION
+    with pytest.raises(ValueError, match="image 'front' is bgr8"):
+        replay_args_from_transition(message(image(encoding="bgr8")), spec)
+    with pytest.raises(ValueError, match="expected rgb8 8x8"):
+        replay_args_from_transition(message(image(size=4)), spec)
+    with pytest.raises(ValueError, match="missing image 'front'"):
+        replay_args_from_transition(message(image(name="wrist")), spec)
