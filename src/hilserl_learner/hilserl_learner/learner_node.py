@@ -157,7 +157,9 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     "resume": (True, _text("Load the latest checkpoint and replay the log at start.")),
     "transition_log_dir": ("", _text("Transition log folder (empty: <checkpoint_dir>/transition_log).")),
     "sync_every": (64, _int("fsync the log after this many records...", 1, 1 << 20)),
-    "sync_interval_ms": (5.0, _float("...or this long after the oldest unsynced one.", 0.0, 1000.0)),
+    "sync_interval_ms": (0.0, _float("...or this long after the oldest unsynced one (0: at once; "
+                                     "records arriving during an fsync share the next one).",
+                                     0.0, 1000.0)),
     "segment_mb": (64, _int("Transition log segment size (MiB).", 1, 1 << 16)),
     "checkpoint_on_exit": (True, _text("Write a checkpoint on a clean shutdown.")),
     # outputs

@@ -10,7 +10,6 @@ the buffers can be checked for loss and duplication.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -54,7 +53,7 @@ def learner_parameters(tmp_path: Path, **overrides) -> dict:
                   hidden_dims=[16, 16], batch_size=8, learning_starts=4, seed=0,
                   online_capacity=5000, demo_capacity=1000, checkpoint_dir=str(tmp_path / "ckpt"),
                   publish_every_updates=5, checkpoint_period_s=0.0, report_period_s=1.0,
-                  sync_interval_ms=5.0, checkpoint_on_exit=False)
+                  checkpoint_on_exit=False)
     values.update(overrides)
     return values
 
