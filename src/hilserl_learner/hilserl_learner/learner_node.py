@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -70,7 +71,7 @@ from hilserl_learner.config import (
 from hilserl_learner.demo_file import read_demo_file
 from hilserl_learner.rlpd import RLPDAgent, UpdateSchedule, metrics_to_floats
 from hilserl_learner.sequence_tracker import SequenceTracker
-from hilserl_learner.transition_log import TransitionLog
+from hilserl_learner.transition_log import TransitionLog, TransitionLogError
 from hilserl_msgs.msg import Action, EpisodeStatus, PolicyParams, Topics, Transition, TransitionAck
 from hilserl_msgs.srv import SaveCheckpoint
 from hilserl_policy.config import (
@@ -832,7 +833,7 @@ class LearnerNode(Node):
         super().destroy_node()
 
 
-def main(args=None) -> None:
+def main(args=None) -> int:
     rclpy.init(args=args)
     node = None
     try:
@@ -842,11 +843,16 @@ def main(args=None) -> None:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except (ValueError, OSError, CheckpointError, TransitionLogError) as error:
+        # Bad parameters, demo file, checkpoint or log: one clear line, before anything runs.
+        print(f"learner: {error}", file=sys.stderr)
+        return 2
     finally:
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -539,3 +539,28 @@ def test_image_transitions_convert_and_bad_images_are_named():
         replay_args_from_transition(message(image(size=4)), spec)
     with pytest.raises(ValueError, match="missing image 'front'"):
         replay_args_from_transition(message(image(name="wrist")), spec)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"pacing": "sometimes"}, "parameter pacing: must be one of"),
+    ({"state_normalization": "bounds"}, "ObservationSpec.state_low: needs state_dim=4 values"),
+    ({"demo_file": "/nonexistent/demos.safetensors"}, "demos.safetensors: demo file not found"),
+    ({"target_subset_size": 3}, "CriticConfig.target_subset_size: 3 exceeds num_critics=2"),
+])
+def test_bad_parameters_fail_at_start_naming_them(ros, tmp_path, overrides, message):
+    from hilserl_learner.learner_node import LearnerNode
+
+    values = learner_parameters(tmp_path, **overrides)
+    with pytest.raises(ValueError, match=message):
+        LearnerNode(context=ros.context, parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+
+
+def test_the_learner_process_refuses_a_missing_demo_file_in_one_line(tmp_path, ros_domain_id):
+    env = isolated_environment(ros_domain_id)
+    proc = subprocess.run([sys.executable, "-m", "hilserl_learner.learner_node", "--ros-args",
+                           "-p", f"checkpoint_dir:={tmp_path / 'ckpt'}",
+                           "-p", "demo_file:=/nonexistent/demos.safetensors"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == \
+        "learner: /nonexistent/demos.safetensors: demo file not found"
