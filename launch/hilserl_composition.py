@@ -90,6 +90,7 @@ class Composition:
     description: str
     arguments: tuple[ArgumentSpec, ...]
     nodes: tuple[NodeSpec, ...] = field(default=())
+    refuse: tuple[tuple[str, str, str], ...] = ()  # (argument, value, message): cannot run yet
 
     def resolve_arguments(self, given: dict[str, str]) -> dict[str, str]:
         """Defaults overlaid with given values; unknown names and bad choices are errors."""
@@ -105,6 +106,9 @@ class Composition:
                 raise CompositionError(f"argument {name}:={value} of composition '{self.name}' "
                                        f"must be one of {', '.join(spec.choices)}")
             out[name] = value
+        for arg, value, message in self.refuse:
+            if out.get(arg) == value:
+                raise CompositionError(f"composition '{self.name}': {message}")
         return out
 
     def selected_nodes(self, values: dict[str, str]) -> list[NodeSpec]:
@@ -161,7 +165,12 @@ def load_compositions(path: Path = DESCRIPTION_FILE) -> dict[str, Composition]:
         nodes = tuple(_node(name, i, n, Path(path)) for i, n in enumerate(raw["nodes"]))
         names = [n.namespace + "/" + n.name for n in nodes]
         dup = {n for n in names if names.count(n) > 1}
-        comp = Composition(name, str(raw.get("description", "")), tuple(args), nodes)
+        refuse = []
+        for arg, values in (raw.get("refuse") or {}).items():
+            if arg not in {a.name for a in args} or not isinstance(values, dict):
+                raise CompositionError(f"{path}: composition '{name}' refuses values of unknown argument {arg}")
+            refuse += [(str(arg), str(v), " ".join(str(m).split())) for v, m in values.items()]
+        comp = Composition(name, str(raw.get("description", "")), tuple(args), nodes, tuple(refuse))
         for n in nodes:
             for k, v in n.when:
                 spec = next((a for a in comp.arguments if a.name == k), None)
@@ -203,6 +212,13 @@ def launch_description(name: str):
         actions.append(SetEnvironmentVariable(env, LaunchConfiguration(arg)))
     for env, value in FIXED_ENVIRONMENT.items():
         actions.append(SetEnvironmentVariable(env, value))
+    if comp.refuse:
+        from launch.actions import OpaqueFunction
+
+        def refuse(context):
+            comp.resolve_arguments({a.name: context.launch_configurations[a.name] for a in comp.arguments})
+            return []
+        actions.append(OpaqueFunction(function=refuse))
     for n in comp.nodes:
         condition = None
         if n.when:

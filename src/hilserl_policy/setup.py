@@ -18,7 +18,8 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "random_actor = hilserl_policy.random_actor_node:main"
+            "random_actor = hilserl_policy.random_actor_node:main",
+            "policy_actor = hilserl_policy.policy_actor_node:main",
         ],
     },
 )

@@ -165,7 +165,8 @@ DESCRIPTIONS = {
     "mode": "'realtime' (timer at control_rate_hz) or 'lockstep' (one step per command)",
     "control_rate_hz": "control steps per second of simulated (and, in realtime mode, wall) time",
     "physics_timestep": "MuJoCo timestep in s; must divide the control period",
-    "cameras": "cameras published on camera/<name>/image_raw; empty list: state only",
+    "cameras": "cameras published on camera/<name>/image_raw (a list, or a comma-separated string); "
+               "'' (empty string: a parameter file cannot hold an empty list): state only",
     "image_width": "rendered image width in pixels",
     "image_height": "rendered image height in pixels",
     "max_episode_steps": "steps before an episode is truncated (time-out)",
@@ -208,8 +209,12 @@ def declare_bridge_parameters(node) -> BridgeParams:
             continue
         default = getattr(defaults, field.name)
         if isinstance(default, tuple):
-            # Lists may be empty, which ROS cannot type: accept any list and check it here.
+            # Lists may be empty, which ROS cannot type (and a YAML parameter file cannot
+            # hold: an empty list there is ignored): accept any list, or a comma-separated
+            # string ("" = empty), and check it here.
             value = declare(field.name, list(default) if default else [], dynamic=True)
+            if isinstance(value, str):
+                value = [item.strip() for item in value.split(",") if item.strip()]
             try:
                 values[field.name] = tuple(value) if value is not None else ()
             except TypeError:

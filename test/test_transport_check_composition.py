@@ -1,4 +1,4 @@
-"""End to end: the main command's composition starts, moves data, and stops cleanly on Ctrl-C."""
+"""End to end: the transport-check composition starts, moves data, and stops cleanly on Ctrl-C."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_train_composition_streams_acknowledged_transitions_and_stops_on_sigint(ros_domain_id):
-    proc = subprocess.Popen([sys.executable, str(ROOT / "launch" / "runner.py"), "train",
+    proc = subprocess.Popen([sys.executable, str(ROOT / "launch" / "runner.py"), "transport_check",
                              f"domain_id:={ros_domain_id}"], env=isolated_environment(ros_domain_id),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []

@@ -1,0 +1,475 @@
+"""The policy actor: acts on every frame, records what was executed, streams transitions.
+
+One step, frame-driven (the same in lock-step and realtime driver modes):
+
+1. The driver's frame completes (its ``hilserl/reward`` arrives last, with the stamp of
+   joint_states, ee_pose and task_state): the actor builds the observation
+   (``hilserl_policy.observation`` layout) and publishes ``hilserl/policy_action``
+   stamped with the frame's stamp.
+2. The intervention mux and the safety limiter turn it into ``hilserl/command`` (same
+   stamp, with the source and the intervention flag): that is what was executed.
+3. The next frame completes: the actor records ``Transition(observation, executed
+   action, reward, next observation, terminated = success, truncated = time limit)``,
+   numbers it (``actor_id``, ``sequence`` from 0) and streams it to the learner.
+
+Nothing is dropped: every transition stays in a bounded resend queue until the learner
+acknowledges it as durable; when the acknowledgements stall (learner restarting) the
+queue is resent in order; when it is full the actor pauses and says so. New
+``PolicyParams`` are checked (digest, format, observation spec, increasing version)
+and swapped between steps; without a learner the actor keeps acting on its last good
+weights. ``paced: true`` makes the actor wait, before each step, until the learner has
+done the updates owed to every transition sent (``TransitionAck.highest_trained``):
+figures then do not depend on machine speed.
+
+Evaluation: every ``eval_every_steps`` env steps (at an episode boundary) and at the
+end (``max_env_steps``), ``eval_episodes`` deterministic episodes on fixed seeds, not
+streamed; the learning curve goes to ``results_dir`` (JSON and PNG). ``mode: eval``
+only evaluates, then exits.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from pathlib import Path
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PoseStamped
+from hilserl_msgs.msg import (
+    Action,
+    EpisodeStatus,
+    Observation,
+    PolicyParams,
+    Reward,
+    Topics,
+    Transition,
+    TransitionAck,
+)
+from hilserl_msgs.srv import ResetEpisode
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
+from sensor_msgs.msg import JointState
+
+from hilserl_policy.actor_core import EpisodeTracker, FrameAssembler, ResendQueue
+from hilserl_policy.learning_curve import write_learning_curve
+from hilserl_policy.observation import LAYOUT_NAMES, ObservationLayout
+from hilserl_policy.policy_export import InferencePolicy, PolicyFormatError
+
+RELIABLE = QoSProfile(depth=100, reliability=QoSReliabilityPolicy.RELIABLE,
+                      durability=QoSDurabilityPolicy.VOLATILE)
+STREAM = QoSProfile(history=QoSHistoryPolicy.KEEP_ALL, reliability=QoSReliabilityPolicy.RELIABLE)
+LATEST_PARAMS = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
+                           durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def stamp_ns(header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+def _fixed(description: str, **kw) -> ParameterDescriptor:
+    return ParameterDescriptor(description=description + " Read-only.", read_only=True, **kw)
+
+
+def _runtime(description: str, **kw) -> ParameterDescriptor:
+    return ParameterDescriptor(description=description + " Applied when set.", **kw)
+
+
+def _float_range(low: float, high: float) -> list[FloatingPointRange]:
+    return [FloatingPointRange(from_value=low, to_value=high)]
+
+
+def _int_range(low: int, high: int) -> list[IntegerRange]:
+    return [IntegerRange(from_value=low, to_value=high)]
+
+
+PARAMETERS = {
+    "actor_id": ("actor_0", _fixed("Identifier sent with every transition.")),
+    "mode": ("train", _fixed("train: act, stream transitions, evaluate periodically; "
+                             "eval: evaluate eval_episodes episodes, then exit.")),
+    "observation_layout": ("relative", _fixed(f"State layout, one of {', '.join(LAYOUT_NAMES)}; "
+                                              "must match the learner's.")),
+    "num_joints": (7, _fixed("Arm joints (gripper excluded) in joint_states, first in order.",
+                             integer_range=_int_range(1, 32))),
+    "gripper_joint": ("right_driver_joint", _fixed("Name of the gripper joint in joint_states.")),
+    "gripper_closed_position": (0.8, _fixed("Gripper joint position when closed (opening 0).")),
+    "gripper_open_position": (0.0, _fixed("Gripper joint position when open (opening 1).")),
+    "max_episode_steps": (100, _runtime("Steps before an episode is truncated (time limit; "
+                                        "from the next episode).", integer_range=_int_range(1, 100000))),
+    "paced": (False, _runtime("Wait before each step until the learner has done the updates owed to "
+                              "every transition sent (lock-stepped, machine-independent figures).")),
+    "resend_after_s": (2.0, _runtime("Resend every unacknowledged transition when acknowledgements "
+                                     "stalled this long.", floating_point_range=_float_range(0.1, 600.0))),
+    "max_unacked": (100000, _fixed("Unacknowledged transitions kept; when full the actor pauses.",
+                                   integer_range=_int_range(1, 10_000_000))),
+    "max_env_steps": (0, _fixed("Training env steps; then a final evaluation and exit (0: run until "
+                                "stopped).", integer_range=_int_range(0, 1_000_000_000))),
+    "eval_every_steps": (0, _runtime("Evaluate every this many training env steps, at an episode "
+                                     "boundary (0: only at the end).", integer_range=_int_range(0, 10**9))),
+    "eval_episodes": (20, _runtime("Deterministic episodes per evaluation.", integer_range=_int_range(1, 10000))),
+    "eval_seed": (100000, _fixed("Seed of the first evaluation episode (then +1 each); training "
+                                 "episodes use seed + episode number.", integer_range=_int_range(0, 2**31 - 1))),
+    "seed": (0, _fixed("Base seed of training episodes.", integer_range=_int_range(0, 2**31 - 1))),
+    "max_observation_age_s": (0.0, _runtime("Drop (and count) a frame older than this when acting "
+                                            "(0: never; lock-step sim holds still while waiting).",
+                                            floating_point_range=_float_range(0.0, 60.0))),
+    "step_timeout_s": (10.0, _runtime("Abort the episode when no next frame arrives this long after "
+                                      "an action.", floating_point_range=_float_range(0.1, 3600.0))),
+    "results_dir": ("", _fixed("Folder for the evaluation curve (curve.json, curve.png); '' = none.")),
+    "report_period_s": (5.0, _runtime("Seconds between progress lines.",
+                                      floating_point_range=_float_range(0.5, 3600.0))),
+}
+
+
+class PolicyActorNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("policy_actor", **kwargs)
+        for name, (default, descriptor) in PARAMETERS.items():
+            self.declare_parameter(name, default, descriptor)
+        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        if p["mode"] not in ("train", "eval"):
+            raise ValueError(f"mode must be 'train' or 'eval', got {p['mode']!r}")
+        if p["observation_layout"] not in LAYOUT_NAMES:
+            raise ValueError(f"observation_layout must be one of {LAYOUT_NAMES}, got {p['observation_layout']!r}")
+        if p["gripper_closed_position"] == p["gripper_open_position"]:
+            raise ValueError("gripper_closed_position and gripper_open_position must differ")
+        self.p = p
+        # Sequences restart at 0 in every actor process: the stream this process sends is its
+        # own (actor_id plus a random suffix), so a restarted actor is never taken for a
+        # duplicate of its predecessor (R6) and a learner resumed from a checkpoint keeps
+        # every new transition.
+        self.stream_id = f"{p['actor_id']}-{secrets.token_hex(4)}"
+        self.layout = ObservationLayout(p["observation_layout"], num_joints=p["num_joints"])
+        self.tracker = EpisodeTracker(max_steps=p["max_episode_steps"])
+        self.queue = ResendQueue(p["max_unacked"], p["resend_after_s"])
+        self.assembler = FrameAssembler(("joints", "ee", "task"))
+        self.policy: InferencePolicy | None = None
+        self.evaluating = p["mode"] == "eval"
+        self.state = "need_reset"
+        self.sequence = 0                # next transition sequence
+        self.trained = -1                # learner's highest_trained for this actor
+        self.env_steps = 0               # training steps executed
+        self.episodes = 0                # training episodes started
+        self.eval_results: list[tuple[bool, int]] = []
+        self.eval_index = 0
+        self.curve: list[dict] = []
+        self.last_eval_at = 0
+        self.counters = {"stale_frames": 0, "rejected_params": 0, "aborted": 0, "paused_full": 0}
+        self._current = None             # (observation vector, frame) the next action is for
+        self._acted = None               # (observation vector, frame, stamp) awaiting its result
+        self._next_frame = None
+        self._commands: dict[int, Action] = {}
+        self._reset_mark = -1
+        self._first_frame = None
+        self._acted_at = 0.0
+        self._report_state = (time.monotonic(), 0)
+
+        self._action_pub = self.create_publisher(Action, Topics.POLICY_ACTION, RELIABLE)
+        self._transition_pub = self.create_publisher(Transition, Topics.TRANSITIONS, STREAM)
+        self._status_pub = self.create_publisher(EpisodeStatus, Topics.EPISODE_STATUS, RELIABLE)
+        self.create_subscription(JointState, Topics.JOINT_STATES, self._on_joint_states, RELIABLE)
+        self.create_subscription(PoseStamped, Topics.EE_POSE, self._on_ee_pose, RELIABLE)
+        self.create_subscription(PoseStamped, Topics.TASK_STATE, self._on_task_state, RELIABLE)
+        self.create_subscription(Reward, Topics.REWARD, self._on_reward, RELIABLE)
+        self.create_subscription(Action, Topics.COMMAND, self._on_command, RELIABLE)
+        self.create_subscription(TransitionAck, Topics.TRANSITION_ACKS, self._on_transition_acks, RELIABLE)
+        self.create_subscription(PolicyParams, Topics.POLICY_PARAMS, self._on_policy_params, LATEST_PARAMS)
+        self._reset_client = self.create_client(ResetEpisode, Topics.RESET_EPISODE)
+        self.create_timer(0.05, self._on_timer)
+        self.add_post_set_parameters_callback(self._on_parameters_set)
+        self.get_logger().info(f"actor {self.stream_id} in {p['mode']} mode, layout {self.layout.name} "
+                               f"({self.layout.dim} values), waiting for weights and the driver")
+
+    # ------------------------------------------------------------ parameters
+    def _on_parameters_set(self, parameters) -> None:
+        for param in parameters:
+            self.p[param.name] = param.value
+            if param.name == "resend_after_s":
+                self.queue.resend_after_s = param.value
+            self.get_logger().info(f"{param.name} set to {param.value}")
+        self._try_act()
+
+    # ---------------------------------------------------------------- frames
+    def _on_joint_states(self, msg: JointState) -> None:
+        self._frame_part("joints", msg)
+
+    def _on_ee_pose(self, msg: PoseStamped) -> None:
+        self._frame_part("ee", msg)
+
+    def _on_task_state(self, msg: PoseStamped) -> None:
+        self._frame_part("task", msg)
+
+    def _on_reward(self, msg: Reward) -> None:
+        self._frame_part("reward", msg)
+
+    def _frame_part(self, part: str, msg) -> None:
+        frame = self.assembler.add(part, stamp_ns(msg.header), msg)
+        if frame is not None:
+            self._on_frame(frame)
+
+    def observation(self, frame) -> np.ndarray:
+        joints, ee, task = frame["joints"], frame["ee"].pose.position, frame["task"].pose.position
+        names = list(joints.name)
+        if self.p["gripper_joint"] not in names:
+            raise ValueError(f"joint_states has no gripper joint {self.p['gripper_joint']!r} (has {names})")
+        q = joints.position[names.index(self.p["gripper_joint"])]
+        closed, opened = self.p["gripper_closed_position"], self.p["gripper_open_position"]
+        opening = float(np.clip((q - closed) / (opened - closed), 0.0, 1.0))
+        return self.layout.build(gripper_opening=opening, ee_position=[ee.x, ee.y, ee.z],
+                                 cube_position=[task.x, task.y, task.z],
+                                 joint_positions=joints.position, joint_velocities=joints.velocity)
+
+    def _on_frame(self, frame) -> None:
+        if self.state == "resetting":
+            if frame["stamp_ns"] > self._reset_mark:
+                self._first_frame = frame
+        elif self.state == "await_first_frame":
+            if frame["stamp_ns"] > self._reset_mark:
+                self._begin(frame)
+        elif self.state == "ready":  # still waiting to act (weights, pacing): act on the newest frame
+            self.counters["stale_frames"] += 1
+            self._current = (self.observation(frame), frame)
+            self._try_act()
+        elif self.state == "acting" and frame["stamp_ns"] > self._acted[1]["stamp_ns"]:
+            self._next_frame = frame
+            self._finish_step()
+
+    def _on_command(self, msg: Action) -> None:
+        self._commands[stamp_ns(msg.header)] = msg
+        while len(self._commands) > 64:
+            self._commands.pop(next(iter(self._commands)))
+        if self.state == "acting" and self._next_frame is not None:
+            self._finish_step()
+
+    # ------------------------------------------------------------- episodes
+    def _request_reset(self) -> None:
+        if not self._reset_client.service_is_ready():
+            return  # the timer retries
+        if self.evaluating:
+            seed = self.p["eval_seed"] + self.eval_index
+        else:
+            seed = self.p["seed"] + self.episodes
+        self.state, self._first_frame = "resetting", None
+        self._reset_mark = self.assembler.newest_complete
+        future = self._reset_client.call_async(ResetEpisode.Request(use_seed=True, seed=int(seed)))
+        future.add_done_callback(self._on_reset_done)
+
+    def _on_reset_done(self, future) -> None:
+        response = future.result()
+        if response is None or not response.success:
+            self.get_logger().error(f"reset refused: {getattr(response, 'message', 'no answer')}; retrying")
+            self.state = "need_reset"
+            return
+        self.tracker.max_steps = self.p["max_episode_steps"]
+        self.tracker.start(int(response.episode_id))
+        if not self.evaluating:
+            self.episodes += 1
+        self._publish_status(EpisodeStatus.END_RUNNING)  # step 0: who listens knows the episode began
+        if self._first_frame is not None:
+            self._begin(self._first_frame)
+        else:
+            self.state = "await_first_frame"
+
+    def _begin(self, frame) -> None:
+        self._current = (self.observation(frame), frame)
+        self.state = "ready"
+        self._try_act()
+
+    # ----------------------------------------------------------------- acting
+    def _try_act(self) -> None:
+        if self.state != "ready" or self.policy is None:
+            return
+        if not self.evaluating:
+            if self.p["paced"] and self.trained < self.sequence - 1:
+                return  # the learner still owes updates for what was sent
+            if self.queue.full:
+                self.counters["paused_full"] += 1
+                self.get_logger().warning(
+                    f"paused: {len(self.queue)} transitions unacknowledged (max_unacked); "
+                    "waiting for the learner", throttle_duration_sec=5.0)
+                return
+        observation, frame = self._current
+        age = time.time() - frame["stamp_ns"] * 1e-9
+        if self.p["max_observation_age_s"] > 0 and age > self.p["max_observation_age_s"]:
+            self.counters["stale_frames"] += 1
+            return  # the next frame replaces it
+        action, gripper = self.policy.act({"state": observation}, deterministic=self.evaluating,
+                                          env_step=self.env_steps)
+        msg = Action(source=Action.SOURCE_POLICY, intervention=False,
+                     gripper=int(gripper if gripper is not None else Action.GRIPPER_STAY))
+        msg.header.stamp = frame["reward"].header.stamp
+        msg.linear.x, msg.linear.y, msg.linear.z = (float(v) for v in action[:3])
+        self._acted = (observation, frame)
+        self._next_frame = None
+        self._acted_at = time.monotonic()
+        self.state = "acting"
+        self._action_pub.publish(msg)
+
+    def _finish_step(self) -> None:
+        observation, frame = self._acted
+        command = self._commands.pop(frame["stamp_ns"], None)
+        if command is None:
+            return  # the executed command is still on its way
+        next_frame = self._next_frame
+        next_observation = self.observation(next_frame)
+        reward_msg = next_frame["reward"]
+        executed = np.array([command.linear.x, command.linear.y, command.linear.z], dtype=np.float32)
+        terminated, truncated, penalty = self.tracker.record(
+            reward_msg.reward, reward_msg.success, int(command.gripper), bool(command.intervention))
+        if not self.evaluating:
+            self.env_steps += 1
+            self._send(Transition(
+                actor_id=self.stream_id, sequence=self.sequence, episode_id=self.tracker.episode_id,
+                step=self.tracker.step - 1, observation=Observation(state=observation.tolist()),
+                next_observation=Observation(state=next_observation.tolist()), action=executed.tolist(),
+                gripper_action=int(command.gripper), action_source=int(command.source),
+                reward=float(reward_msg.reward), terminated=terminated, truncated=truncated,
+                intervened=bool(command.intervention), gripper_penalty=float(penalty)))
+        done = terminated or truncated
+        end = (EpisodeStatus.END_SUCCESS if terminated else EpisodeStatus.END_TIMEOUT) if done \
+            else EpisodeStatus.END_RUNNING
+        self._publish_status(end, success=bool(reward_msg.success))
+        if done:
+            self._end_episode(bool(reward_msg.success))
+        else:
+            self._current = (next_observation, next_frame)
+            self.state = "ready"
+            self._try_act()
+
+    def _send(self, msg: Transition) -> None:
+        self.queue.add(self.sequence, msg, time.monotonic())
+        self.sequence += 1
+        self._transition_pub.publish(msg)
+
+    def _publish_status(self, end_reason: int, success: bool = False, detail: str = "") -> None:
+        t = self.tracker
+        msg = EpisodeStatus(actor_id=self.p["actor_id"], episode_id=t.episode_id, step=t.step,
+                            episode_return=float(t.episode_return), success=success,
+                            intervention_steps=t.intervention_steps, end_reason=end_reason,
+                            evaluation=self.evaluating, detail=detail)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._status_pub.publish(msg)
+
+    def _end_episode(self, success: bool) -> None:
+        self.state = "need_reset"
+        if self.evaluating:
+            self.eval_results.append((success, self.tracker.step))
+            self.eval_index += 1
+            if len(self.eval_results) >= self.p["eval_episodes"]:
+                self._finish_evaluation()
+            return
+        budget = self.p["max_env_steps"]
+        every = self.p["eval_every_steps"]
+        if (budget and self.env_steps >= budget) or (every and self.env_steps - self.last_eval_at >= every):
+            self._start_evaluation()
+
+    def _start_evaluation(self) -> None:
+        self.evaluating, self.eval_results, self.eval_index = True, [], 0
+        self.last_eval_at = self.env_steps
+        self.get_logger().info(f"evaluating: {self.p['eval_episodes']} deterministic episodes "
+                               f"after {self.env_steps} env steps")
+
+    def _finish_evaluation(self) -> None:
+        successes = [s for s, _ in self.eval_results]
+        rate = float(np.mean(successes))
+        length = float(np.mean([n for _, n in self.eval_results]))
+        point = {"env_steps": self.env_steps, "success_rate": rate, "mean_length": length,
+                 "episodes": len(self.eval_results), "policy_version": self.policy.version}
+        self.curve.append(point)
+        self.get_logger().info(f"evaluation after {self.env_steps} env steps: success {rate:.0%} "
+                               f"({sum(successes)}/{len(successes)}), mean length {length:.1f} steps")
+        self._write_results()
+        finished = self.p["mode"] == "eval" or (self.p["max_env_steps"] and
+                                                self.env_steps >= self.p["max_env_steps"])
+        if finished:
+            self.state = "done"
+            self.get_logger().info(f"done: final success rate {rate:.0%} over {len(successes)} episodes")
+            raise SystemExit(0)
+        self.evaluating = False
+
+    def _write_results(self) -> None:
+        if not self.p["results_dir"]:
+            return
+        folder = Path(self.p["results_dir"])
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "curve.json").write_text(json.dumps({"actor_id": self.p["actor_id"], "curve": self.curve},
+                                                      indent=2))
+        if self.curve:
+            write_learning_curve(folder / "curve.png", self.curve, title=f"pick-cube, actor {self.p['actor_id']}")
+
+    # --------------------------------------------------------------- learner
+    def _on_transition_acks(self, msg: TransitionAck) -> None:
+        if msg.actor_id != self.stream_id:
+            return
+        self.queue.ack(int(msg.highest_contiguous), time.monotonic())
+        self.trained = max(self.trained, int(msg.highest_trained))
+        self._try_act()
+
+    def _on_policy_params(self, msg: PolicyParams) -> None:
+        if self.policy is not None and msg.version <= self.policy.version:
+            return
+        try:
+            policy = InferencePolicy.from_bytes(bytes(msg.data), msg.sha256)
+        except (PolicyFormatError, ValueError) as error:
+            self.counters["rejected_params"] += 1
+            self.get_logger().error(f"policy params version {msg.version} refused, keeping "
+                                    f"{'version ' + str(self.policy.version) if self.policy else 'none'}: {error}")
+            return
+        if policy.spec.state_dim != self.layout.dim:
+            self.counters["rejected_params"] += 1
+            self.get_logger().error(f"policy params version {msg.version} refused: state_dim "
+                                    f"{policy.spec.state_dim}, this actor's layout has {self.layout.dim}")
+            return
+        first = self.policy is None
+        self.policy = policy  # between steps: callbacks of this node never overlap
+        if first:
+            self.get_logger().info(f"weights version {policy.version} received")
+        self._try_act()
+
+    # ------------------------------------------------------------------ timer
+    def _on_timer(self) -> None:
+        now = time.monotonic()
+        for msg in self.queue.due(now):
+            self._transition_pub.publish(msg)
+        if self.state == "need_reset":
+            self._request_reset()
+        elif self.state == "acting" and now - self._acted_at > self.p["step_timeout_s"]:
+            self.counters["aborted"] += 1
+            self.get_logger().error(f"no result {self.p['step_timeout_s']} s after an action: "
+                                    "episode aborted, resetting")
+            self._publish_status(EpisodeStatus.END_ABORTED, detail="no frame after the action")
+            self.state = "need_reset"
+        last, steps = self._report_state
+        if now - last >= self.p["report_period_s"]:
+            rate = (self.env_steps - steps) / (now - last)
+            self._report_state = (now, self.env_steps)
+            weights = f"weights v{self.policy.version}" if self.policy else "no weights yet"
+            self.get_logger().info(
+                f"{self.env_steps} env steps ({rate:.1f}/s), {self.episodes} episodes, {weights}, "
+                f"{len(self.queue)} unacknowledged (acked {self.queue.acked}, trained {self.trained}), "
+                f"state {self.state}" + "".join(f", {k} {v}" for k, v in self.counters.items() if v))
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = PolicyActorNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except SystemExit as done:
+        code = int(done.code or 0)
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()
