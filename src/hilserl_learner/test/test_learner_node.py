@@ -564,3 +564,47 @@ def test_the_learner_process_refuses_a_missing_demo_file_in_one_line(tmp_path, r
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == \
         "learner: /nonexistent/demos.safetensors: demo file not found"
+
+
+_DYING_ACTOR = """
+import os, signal, sys, time
+sys.path[:0] = [{test_dir!r}, {shared_test_dir!r}]
+import rclpy
+from test_learner_node import RELIABLE, transition
+from hilserl_msgs.msg import Topics, Transition
+rclpy.init()
+node = rclpy.create_node("dying_actor")
+pub = node.create_publisher(Transition, Topics.TRANSITIONS, RELIABLE)
+while pub.get_subscription_count() == 0:
+    time.sleep(0.01)
+for sequence in range(40):
+    pub.publish(transition(sequence, "dying"))
+    time.sleep(0.01)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_r6_an_actor_killed_mid_stream_does_not_stall_the_learner(ros, tmp_path):
+    learner = make_learner(ros, tmp_path)
+    code = _DYING_ACTOR.format(test_dir=str(Path(__file__).parent),
+                               shared_test_dir=str(Path(__file__).resolve().parents[3] / "test"))
+    proc = subprocess.run([sys.executable, "-c", code], env=isolated_environment(ros.domain_id),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert wait_for(lambda: learner.stats()["stored"].get("dying", -1) >= 30, 20.0), learner.stats()
+    # A new actor: current weights at once, its transitions stored and trained, services answer.
+    received: list[PolicyParams] = []
+    node = ros.node("new_actor")
+    node.create_subscription(PolicyParams, Topics.POLICY_PARAMS, received.append, LATEST)
+    started = time.monotonic()
+    assert wait_for(lambda: received, 10.0)
+    print(f"\nnew actor got weights v{received[-1].version} after {time.monotonic() - started:.3f} s")
+    assert received[-1].version == learner.stats()["policy_version"]
+    actor = TransitionSender(ros, "fresh")
+    assert actor.wait_connected()
+    actor.send(range(30))
+    assert wait_for(lambda: actor.trained == 29, 60.0)
+    client = node.create_client(SaveCheckpoint, Topics.SAVE_CHECKPOINT)
+    assert client.wait_for_service(timeout_sec=10.0)
+    future = client.call_async(SaveCheckpoint.Request())
+    assert wait_for(future.done, 30.0) and future.result().success
