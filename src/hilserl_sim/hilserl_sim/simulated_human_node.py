@@ -13,6 +13,7 @@ when set (episode-level rules from the next episode on).
 from __future__ import annotations
 
 import collections
+import signal
 import threading
 
 import numpy as np
@@ -23,6 +24,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import JointState
 
 from hilserl_sim.expert import EXPERT_DEFAULTS
@@ -188,8 +190,16 @@ class SimulatedHumanNode(Node):
         self.published += 1
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(args=None) -> None:
-    rclpy.init(args=args)
+    # Our own handlers (as the bridge): rclpy's would invalidate the context under a running
+    # callback, whose next publish then raises. Ctrl-C and SIGTERM both end spin() here.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     node = None
     try:
         node = SimulatedHumanNode()

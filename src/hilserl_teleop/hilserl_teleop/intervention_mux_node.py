@@ -12,6 +12,7 @@ parameters and answer with what they did.
 from __future__ import annotations
 
 import collections
+import signal
 import threading
 
 import numpy as np
@@ -22,6 +23,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from std_srvs.srv import SetBool
 
 from hilserl_teleop.intervention_mux import INPUT_SOURCES, Command, HumanInput, InterventionMux, MuxConfig
@@ -98,6 +100,8 @@ class InterventionMuxNode(Node):
         self.create_service(SetBool, Topics.SET_PAUSE, self._on_set_pause)
         self._deadline_timer = None
         self._make_deadline_timer()
+        self.get_logger().info(f"intervention mux: input_source {self._values['input_source']}, "
+                               f"sync_human {self._values['sync_human']}")
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
@@ -199,8 +203,16 @@ class InterventionMuxNode(Node):
             self.get_logger().info(f"intervention over: steps {s.first_step}..{s.last_step} ({s.steps} steps)")
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(args=None) -> None:
-    rclpy.init(args=args)
+    # Our own handlers (as the bridge): rclpy's would invalidate the context under a running
+    # callback, whose next publish then raises. Ctrl-C and SIGTERM both end spin() here.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     node = None
     try:
         node = InterventionMuxNode()
