@@ -236,6 +236,7 @@ def test_r1_silence_mid_motion_holds_within_two_mm(ros):
         after_next_frame(0.06)
         last_stamp = driver.send((0.0, 0.5, 0.0))
     assert wait_for(lambda: limiter.published == 8 + moves, 1.0)
+    silences_before = limiter.silences  # a loaded machine may have let the stream pause before
     time.sleep(0.2)  # silence
     assert limiter.published == 8 + moves  # the limiter sent nothing meanwhile
     for _ in range(8):
@@ -257,7 +258,7 @@ def test_r1_silence_mid_motion_holds_within_two_mm(ros):
           f"{len(frames) - ref} frames, end point beyond the commanded one by {overshoot * 1e3:.2f} mm (x, y, z off by "
           f"{np.round(off_path * 1e3, 2).tolist()} mm); "
           f"limiter silences {limiter.silences}")
-    assert limiter.silences == 1
+    assert limiter.silences >= silences_before + 1  # the silence was seen (and logged)
     assert drift <= 0.002
     assert overshoot <= 0.002  # a delta re-applied in the silence (issue 7, fixed in the bridge) adds 12.5 mm
     assert deceleration <= 0.5 * step
