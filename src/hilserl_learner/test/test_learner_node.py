@@ -281,6 +281,13 @@ def test_runtime_parameters_take_effect_through_the_parameter_service(ros, tmp_p
         assert wait_for(future.done, 10.0)
         return future.result().results[0]
 
+    def set_param_float(name, value):
+        request = SetParameters.Request(parameters=[ParameterMsg(
+            name=name, value=ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value))])
+        future = client.call_async(request)
+        assert wait_for(future.done, 10.0)
+        return future.result().results[0]
+
     result = set_param("pacing", "free", ParameterType.PARAMETER_STRING)
     assert result.successful, result.reason
     assert wait_for(lambda: learner.stats()["updates"] > 40, 30.0), "free pacing trains without new data"
@@ -288,14 +295,27 @@ def test_runtime_parameters_take_effect_through_the_parameter_service(ros, tmp_p
     assert not result.successful and "pacing must be one of" in result.reason
     result = set_param("state_dim", 7, ParameterType.PARAMETER_INTEGER)
     assert not result.successful, "read-only parameters refuse changes"
-    before = learner.stats()["policy_version"]
+    # publish_every_updates: no publication for 1000 updates, then every 5 again.
     assert set_param("publish_every_updates", 1000, ParameterType.PARAMETER_INTEGER).successful
+    time.sleep(0.2)
+    version, updates = learner.stats()["policy_version"], learner.stats()["updates"]
+    assert wait_for(lambda: learner.stats()["updates"] >= updates + 30, 30.0)
+    assert learner.stats()["policy_version"] <= version + 1
+    assert set_param("publish_every_updates", 5, ParameterType.PARAMETER_INTEGER).successful
+    version = learner.stats()["policy_version"]
+    assert wait_for(lambda: learner.stats()["policy_version"] >= version + 3, 30.0)
+    # checkpoint_period_s: periodic checkpoints start.
+    assert latest_checkpoint(tmp_path / "ckpt") is None
+    assert set_param_float("checkpoint_period_s", 0.5).successful
+    assert wait_for(lambda: latest_checkpoint(tmp_path / "ckpt") is not None, 10.0)
+    assert set_param_float("report_period_s", 2.0).successful
+    assert learner._report_timer.timer_period_ns == 2_000_000_000
+    # Back to utd pacing: training waits for data again.
     assert set_param("pacing", "utd", ParameterType.PARAMETER_STRING).successful
     time.sleep(0.3)
     frozen = learner.stats()
     time.sleep(0.5)
     assert learner.stats()["updates"] == frozen["updates"], "back to utd pacing: training waits"
-    assert frozen["policy_version"] - before <= 2
 
 
 def test_episode_status_feeds_success_rate(ros, tmp_path):
@@ -608,3 +628,35 @@ def test_r6_an_actor_killed_mid_stream_does_not_stall_the_learner(ros, tmp_path)
     assert client.wait_for_service(timeout_sec=10.0)
     future = client.call_async(SaveCheckpoint.Request())
     assert wait_for(future.done, 30.0) and future.result().success
+
+
+def test_camera_transitions_are_stored_trained_and_the_weights_act_on_images(ros, tmp_path):
+    from hilserl_msgs.msg import NamedImage
+    from sensor_msgs.msg import Image
+
+    learner = make_learner(ros, tmp_path, camera_names="front", image_size=16)
+    actor = TransitionSender(ros)
+    assert actor.wait_connected()
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (31, 16, 16, 3), dtype=np.uint8)
+
+    def named(k):
+        return [NamedImage(name="front", image=Image(height=16, width=16, encoding="rgb8", step=48,
+                                                     data=frames[k].tobytes()))]
+
+    for sequence in range(30):
+        msg = transition(sequence)
+        msg.observation.images = named(sequence)
+        msg.next_observation.images = named(sequence + 1)
+        actor.pub.publish(msg)
+    assert wait_for(lambda: actor.trained == 29, 60.0), (actor.acked, actor.trained)
+    buffer = learner.replay.online
+    slots = np.arange(30)
+    np.testing.assert_array_equal(buffer.frame_images["front"][buffer.obs_frame[slots]], frames[:30])
+    np.testing.assert_array_equal(buffer.frame_images["front"][buffer.next_frame[slots]], frames[1:])
+    from hilserl_policy.policy_export import export_policy, sha256_hex
+
+    data = export_policy(learner.agent, 1)
+    policy = InferencePolicy.from_bytes(data, sha256_hex(data), expect_spec=learner.spec)
+    action, gripper = policy.act({"state": np.zeros(STATE_DIM, np.float32), "front": frames[0]}, True)
+    assert action.shape == (3,) and np.all(np.abs(action) <= 1.0)
