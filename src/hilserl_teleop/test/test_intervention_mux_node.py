@@ -169,7 +169,7 @@ def test_one_executed_action_per_policy_action_and_active_human_takes_over(ros):
 
 
 def test_sync_human_waits_for_the_matching_stamp_then_decides(ros):
-    mux = _mux(ros, sync_human=True, human_wait_s=1.0, handback_hold_steps=0)
+    mux = _mux(ros, sync_human=True, human_wait_s=3.0, handback_hold_steps=0)
     op = Operator(ros)
     assert wait_for(op.ready, 10.0)
     t = op.node.get_clock().now().nanoseconds
@@ -186,7 +186,7 @@ def test_sync_human_waits_for_the_matching_stamp_then_decides(ros):
     assert wait_for(lambda: t + 2 in mux._humans, 5.0)
     start = time.monotonic()
     passed = op.step(t + 2)
-    assert time.monotonic() - start < 0.5 and passed.linear.x == pytest.approx(0.4) and not passed.intervention
+    assert time.monotonic() - start < 2.0 and passed.linear.x == pytest.approx(0.4) and not passed.intervention
     # no human action for this stamp: decided at the deadline
     [ok] = op.set_params(human_wait_s=0.1)
     assert ok.successful
@@ -194,7 +194,7 @@ def test_sync_human_waits_for_the_matching_stamp_then_decides(ros):
     late = op.step(t + 3)
     waited = time.monotonic() - start
     print(f"sync_human: decided after {waited * 1e3:.0f} ms without a matching human action (wait 100 ms)")
-    assert 0.09 <= waited < 0.6 and mux.waited_out == 1 and _stamp(late) == t + 3
+    assert 0.09 <= waited < 2.0 and mux.waited_out == 1 and _stamp(late) == t + 3
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
