@@ -317,6 +317,8 @@ class LearnerNode(Node):
         self._train_cv = threading.Condition(self._lock)
         self._stop = threading.Event()
         self._save_lock = threading.Lock()
+        self._ack_lock = threading.Lock()  # taken before _lock
+        self._announced_trained: dict[str, int] = {}  # highest_trained last published per actor
 
         self.agent = RLPDAgent(self.config)
         self.replay = self._new_replay()
@@ -566,12 +568,18 @@ class LearnerNode(Node):
         self._online_order.append((self.replay.online.num_added - 1, actor, sequence))
 
     def _publish_ack(self, actor: str) -> None:
-        with self._lock:
-            stored = self.stored.highest_contiguous(actor)
-            trained = stored if self._pacing == "free" else min(self.actors[actor].trained, stored)
-        ack = TransitionAck(actor_id=actor, highest_contiguous=stored, highest_trained=trained)
-        ack.stamp = self.get_clock().now().to_msg()
-        self._acks.publish(ack)
+        # Read and publish under one lock: acks from the intake, sync and training
+        # threads leave in order, so an actor never sees a frontier go backwards.
+        with self._ack_lock:
+            with self._lock:
+                stored = self.stored.highest_contiguous(actor)
+                trained = stored if self._pacing == "free" else min(self.actors[actor].trained, stored)
+            # A switch from free to utd pacing must not take back what was announced.
+            trained = max(trained, self._announced_trained.get(actor, -1))
+            self._announced_trained[actor] = trained
+            ack = TransitionAck(actor_id=actor, highest_contiguous=stored, highest_trained=trained)
+            ack.stamp = self.get_clock().now().to_msg()
+            self._acks.publish(ack)
 
     # --------------------------------------------------------------- training
     def _updates_due(self) -> int:

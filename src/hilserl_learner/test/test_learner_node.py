@@ -141,6 +141,8 @@ def test_acks_only_what_is_on_disk_and_trains_at_the_utd_ratio(ros, tmp_path):
     assert actor.ack_violations == [], actor.ack_violations[:3]
     acks = [a.highest_contiguous for a in actor.acks]
     assert acks == sorted(acks), "acks never go backwards"
+    trained = [a.highest_trained for a in actor.acks]
+    assert trained == sorted(trained), "highest_trained never goes backwards"
     # utd 1 and learning_starts 4: 300 transitions -> 297 updates, then highest_trained = 299.
     assert wait_for(lambda: actor.trained == 299, 60.0), f"trained {actor.trained}"
     stats = learner.stats()
