@@ -511,6 +511,10 @@ class LearnerNode(Node):
         try:
             loop()
         except Exception as error:  # noqa: BLE001  (reported, never swallowed silently)
+            if not self.context.ok():
+                # Ctrl-C shut the context down before destroy_node: publishing fails;
+                # shutdown() does the final sync and checkpoint itself.
+                return
             self.failure = f"{name} thread stopped: {type(error).__name__}: {error}"
             self.get_logger().fatal(self.failure)
 

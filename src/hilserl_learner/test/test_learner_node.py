@@ -662,3 +662,27 @@ def test_camera_transitions_are_stored_trained_and_the_weights_act_on_images(ros
     policy = InferencePolicy.from_bytes(data, sha256_hex(data), expect_spec=learner.spec)
     action, gripper = policy.act({"state": np.zeros(STATE_DIM, np.float32), "front": frames[0]}, True)
     assert action.shape == (3,) and np.all(np.abs(action) <= 1.0)
+
+
+def test_sigint_stops_cleanly_with_a_final_checkpoint(ros, tmp_path):
+    """Ctrl-C while training and receiving: exit 0, no FATAL line, a final checkpoint."""
+    from hilserl_learner.checkpoint import read_json
+
+    output = open(tmp_path / "learner.log", "w+")
+    proc = _learner_process(tmp_path, ros.domain_id, output)
+    try:
+        actor = TransitionSender(ros)
+        assert actor.wait_connected(60.0)
+        actor.send(range(100))
+        assert wait_for(lambda: actor.acked == 99, 30.0)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60.0) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output.seek(0)
+    text = output.read()
+    assert "FATAL" not in text and "Traceback" not in text, text[-2000:]
+    folder = latest_checkpoint(tmp_path / "ckpt")
+    assert read_json(folder / "state.json")["counters"]["stored/actor_0"] == 99
