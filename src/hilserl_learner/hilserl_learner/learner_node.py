@@ -425,6 +425,11 @@ class LearnerNode(Node):
         self.log = TransitionLog(log_dir, segment_bytes=p["segment_mb"] << 20,
                                  sync_every=p["sync_every"],
                                  sync_interval_s=p["sync_interval_ms"] / 1000.0)
+        if not p["resume"] and self.log.recovery.records:
+            self.log.close()
+            raise ValueError(f"parameter resume is false but the transition log {log_dir} holds "
+                             f"{self.log.recovery.records} records of an earlier run: set resume "
+                             "true, or choose another checkpoint_dir / transition_log_dir")
         if self.log.recovery.truncated_bytes:
             self.get_logger().warning(f"transition log: cut a torn tail of "
                                       f"{self.log.recovery.truncated_bytes} bytes from "
@@ -454,15 +459,20 @@ class LearnerNode(Node):
         latest = latest_checkpoint(root)
         others = sorted((f for f in _checkpoint_positions(root) if f[1] != latest), reverse=True)
         candidates = ([latest] if latest is not None else []) + [f for _, f in others]
+        errors = []
         for folder in candidates:
             try:
                 counters = load_checkpoint(folder, self.agent, self.replay,
                                            check_digests=self.config.checkpoint.verify_digests)
                 return folder, counters
             except CheckpointError as error:
+                errors.append(str(error))
                 self.get_logger().error(f"checkpoint refused, trying an older one: {error}")
                 self.agent = RLPDAgent(self.config)  # a failed load may have been partial
                 self.replay = self._new_replay()
+        if errors:  # never start fresh silently over checkpoints that exist
+            raise CheckpointError(f"{root}: no loadable checkpoint ({'; '.join(errors)}); "
+                                  "fix or move the folder, or choose another checkpoint_dir")
         return None, {}
 
     def _new_replay(self) -> DemoOnlineReplay:

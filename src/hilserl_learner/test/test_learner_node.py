@@ -686,3 +686,25 @@ def test_sigint_stops_cleanly_with_a_final_checkpoint(ros, tmp_path):
     assert "FATAL" not in text and "Traceback" not in text, text[-2000:]
     folder = latest_checkpoint(tmp_path / "ckpt")
     assert read_json(folder / "state.json")["counters"]["stored/actor_0"] == 99
+
+
+def test_no_silent_fresh_start_over_an_earlier_run(ros, tmp_path):
+    from hilserl_learner.checkpoint import CheckpointError
+    from hilserl_learner.learner_node import LearnerNode
+
+    first = make_learner(ros, tmp_path, learning_starts=1000)
+    actor = TransitionSender(ros)
+    assert actor.wait_connected()
+    actor.send(range(10))
+    assert wait_for(lambda: actor.acked == 9, 20.0)
+    first.save()
+
+    def start(**overrides):
+        values = learner_parameters(tmp_path, learning_starts=1000, **overrides)
+        return LearnerNode(context=ros.context,
+                           parameter_overrides=[Parameter(k, value=v) for k, v in values.items()])
+
+    with pytest.raises(ValueError, match="resume is false but the transition log .* holds 10 records"):
+        start(resume=False)
+    with pytest.raises(CheckpointError, match="no loadable checkpoint .*differ"):
+        start(hidden_dims=[32, 32])  # another network than the checkpoints were written with
