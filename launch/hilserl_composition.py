@@ -63,9 +63,10 @@ class NodeSpec:
     required: bool = False                     # when it exits, everything stops
     when: tuple[tuple[str, str], ...] = ()     # (argument, value) pairs that must all hold
     arguments: tuple[str, ...] = ()            # extra command-line arguments
+    extra_parameter_files: tuple[str, ...] = ()  # given at start (runner --params-file), applied last
 
     def parameter_files(self) -> list[Path]:
-        return [CONFIG_DIR / f for f in self.parameters]
+        return [CONFIG_DIR / f for f in self.parameters] + [Path(f) for f in self.extra_parameter_files]
 
     @property
     def qualified_namespace(self) -> str:

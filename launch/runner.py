@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import os
 import signal
 import subprocess
@@ -147,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the commands, start nothing")
     parser.add_argument("--grace", type=float, default=10.0, help="seconds nodes get to stop after a signal")
     parser.add_argument("--description", type=Path, default=None, help="another composition description file")
+    parser.add_argument("--params-file", type=Path, action="append", default=[], metavar="FILE",
+                        help="extra parameter file for every node, after the composition's own "
+                             "(sections keyed by node name; later files win); repeatable")
     ns = parser.parse_args(argv)
     try:
         comps = load_compositions(ns.description) if ns.description else load_compositions()
@@ -161,7 +165,11 @@ def main(argv: list[str] | None = None) -> int:
             raise CompositionError(f"no composition '{ns.composition}' (have: {', '.join(sorted(comps))})")
         comp = comps[ns.composition]
         values = comp.resolve_arguments(parse_launch_arguments(ns.arguments))
-        nodes = comp.selected_nodes(values)
+        for extra in ns.params_file:
+            if not extra.is_file():
+                raise CompositionError(f"--params-file {extra}: no such file")
+        nodes = [dataclasses.replace(n, extra_parameter_files=tuple(str(f.resolve()) for f in ns.params_file))
+                 for n in comp.selected_nodes(values)]
         runner = Runner(nodes, comp.environment(values), grace_s=ns.grace)
         if ns.dry_run:
             for n in nodes:

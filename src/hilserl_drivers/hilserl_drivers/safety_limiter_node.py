@@ -11,19 +11,17 @@ and are read-only; the clamp fraction, ages and timeouts take effect when set.
 
 from __future__ import annotations
 
-import signal
 
 import rclpy
 from geometry_msgs.msg import PoseStamped
 from hilserl_msgs.msg import Action, Topics
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 
 from hilserl_drivers.ee_control import EndEffectorLimits
 from hilserl_drivers.safety_limiter import LimiterConfig, SafetyLimiter
+from hilserl_drivers.node_main import run_node
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -183,26 +181,8 @@ class SafetyLimiterNode(Node):
                 **{f"rejected/{k}": v for k, v in self.limiter.rejections.items()}}
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def main(args=None) -> None:
-    # Our own handlers (as the bridge): rclpy's would invalidate the context under a running
-    # callback, whose next publish then raises. Ctrl-C and SIGTERM both end spin() here.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
-    node = None
-    try:
-        node = SafetyLimiterNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(SafetyLimiterNode, args)
 
 
 if __name__ == "__main__":

@@ -252,6 +252,10 @@ class PolicyActorNode(Node):
             seed = self.p["eval_seed"] + self.eval_index
         else:
             seed = self.p["seed"] + self.episodes
+        # Announce the kind of episode before it starts: a simulated human must not take over
+        # an evaluation episode, and it decides on the reset's first frame.
+        self.tracker.start(self.tracker.episode_id + 1)  # the driver numbers episodes 1, 2, ...
+        self._publish_status(EpisodeStatus.END_RUNNING, detail="reset requested")
         self.state, self._first_frame = "resetting", None
         self._reset_mark = self.assembler.newest_complete
         future = self._reset_client.call_async(ResetEpisode.Request(use_seed=True, seed=int(seed)))

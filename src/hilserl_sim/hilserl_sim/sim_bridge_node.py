@@ -16,7 +16,6 @@ hilserl/reward (GROUND_TRUTH) and hilserl/task_state (cube pose); consumes hilse
 from __future__ import annotations
 
 import array
-import signal
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -24,14 +23,13 @@ import rclpy
 from geometry_msgs.msg import PoseStamped
 from hilserl_msgs.msg import Action, NamedImage, Observation, Reward, Topics
 from hilserl_msgs.srv import ResetEpisode
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import Image, JointState
 
 from hilserl_sim.bridge_params import declare_bridge_parameters, make_environment
 from hilserl_sim.frame import Frame
+from hilserl_drivers.node_main import run_node
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
@@ -182,31 +180,8 @@ class SimBridgeNode(Node):
         super().destroy_node()
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def main(args=None) -> None:
-    # Our own handlers: rclpy's would invalidate the context under a running callback,
-    # whose next publish then raises. Ctrl-C and SIGTERM both end spin() here instead.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
-    node = None
-    try:
-        node = SimBridgeNode()
-        # Wake at least every 0.1 s: Python runs a signal handler only between waits, and an
-        # idle lock-step bridge has nothing else (no timer, no command) that would wake it.
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        while rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(SimBridgeNode, args)
 
 
 if __name__ == "__main__":

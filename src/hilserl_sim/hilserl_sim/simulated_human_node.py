@@ -13,7 +13,6 @@ when set (episode-level rules from the next episode on).
 from __future__ import annotations
 
 import collections
-import signal
 import threading
 
 import numpy as np
@@ -21,15 +20,14 @@ import rclpy
 from geometry_msgs.msg import PoseStamped
 from hilserl_msgs.msg import Action, EpisodeStatus, Reward, Topics
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import JointState
 
 from hilserl_sim.expert import EXPERT_DEFAULTS
 from hilserl_sim.scenes import ARMS
 from hilserl_sim.simulated_human import RULE_KINDS, InterventionRule, SimulatedHuman
+from hilserl_drivers.node_main import run_node
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 KEPT_FRAMES = 32
@@ -95,6 +93,7 @@ class SimulatedHumanNode(Node):
         self._episode = 0
         self._episode_step = 0
         self._episode_started = False
+        self._evaluating = False
         self.published = 0
         self.unmatched_frames = 0
         """Frames whose pose, cube or joints were missing for the frame stamp (latest used, or skipped)."""
@@ -154,6 +153,9 @@ class SimulatedHumanNode(Node):
 
     def _on_episode_status(self, msg: EpisodeStatus) -> None:
         with self._lock:
+            self._evaluating = bool(msg.evaluation)  # evaluation episodes measure the policy alone
+            if msg.evaluation:
+                return
             if msg.end_reason != EpisodeStatus.END_RUNNING:
                 if self._episode_started and msg.episode_id == self._episode:
                     self.human.end_episode(bool(msg.success))
@@ -173,12 +175,20 @@ class SimulatedHumanNode(Node):
                                               throttle_duration_sec=2.0)
                     return
                 inputs = [next(reversed(s.values())) for s in (self._ee, self._cube, self._gripper)]
+            if self._evaluating:
+                intervening, deltas, gripper = False, np.zeros(3), Action.GRIPPER_STAY
+                self._publish_action(msg, intervening, deltas, gripper)
+                return
             if not self._episode_started:
                 self.human.reset(self._episode)
                 self._episode_started = True
                 self._episode_step = 0
             intervening, deltas, gripper = self.human.decide(self._episode_step, *inputs)
             self._episode_step += 1
+        self._publish_action(msg, intervening, deltas, gripper)
+
+    def _publish_action(self, msg: Reward, intervening: bool, deltas, gripper: int) -> None:
+        """One human action for the frame of ``msg`` (stamped like it)."""
         out = Action()
         out.header.stamp = msg.header.stamp
         out.header.frame_id = "simulated"
@@ -190,26 +200,8 @@ class SimulatedHumanNode(Node):
         self.published += 1
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def main(args=None) -> None:
-    # Our own handlers (as the bridge): rclpy's would invalidate the context under a running
-    # callback, whose next publish then raises. Ctrl-C and SIGTERM both end spin() here.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
-    node = None
-    try:
-        node = SimulatedHumanNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(SimulatedHumanNode, args)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ class Follower:
         assert wait_for(future.done, 20.0) and future.result().success
         assert wait_for(lambda: len(self.rewards) > count, 5.0)
 
-    def run_episode(self, episode: int, max_steps: int = 100) -> tuple[bool, list[Action]]:
+    def run_episode(self, episode: int, max_steps: int = 100, evaluation: bool = False) -> tuple[bool, list[Action]]:
         """Execute the human's action of each frame until success or max_steps."""
         used = []
         for step in range(max_steps):
@@ -68,7 +68,7 @@ class Follower:
             assert wait_for(lambda: self.human_for(stamp) is not None, 5.0), f"no human action at step {step}"
             human = self.human_for(stamp)
             used.append(human)
-            self.status(episode, step, EpisodeStatus.END_RUNNING)
+            self.status(episode, step, EpisodeStatus.END_RUNNING, evaluation=evaluation)
             count = len(self.rewards)
             command = Action(header=human.header, linear=human.linear, angular=human.angular,
                              gripper=human.gripper, source=human.source, intervention=human.intervention)
@@ -80,9 +80,9 @@ class Follower:
         self.status(episode, max_steps, EpisodeStatus.END_TIMEOUT)
         return False, used
 
-    def status(self, episode, step, end_reason, success=False) -> None:
+    def status(self, episode, step, end_reason, success=False, evaluation=False) -> None:
         self.status_pub.publish(EpisodeStatus(actor_id="test", episode_id=episode, step=step,
-                                              end_reason=end_reason, success=success))
+                                              end_reason=end_reason, success=success, evaluation=evaluation))
 
 
 def test_one_human_action_per_frame_and_the_expert_picks_the_cube(ros):
@@ -119,3 +119,13 @@ def test_one_human_action_per_frame_and_the_expert_picks_the_cube(ros):
     _, used = follower.run_episode(1, max_steps=5)
     assert [h.intervention for h in used] == [False] * 5
     assert human.human.episode == 1 and human.human.rule.kind == "never"
+
+    # evaluation episodes measure the policy alone: no intervention whatever the rule
+    future = follower.params.call_async(SetParameters.Request(
+        parameters=[Parameter("rule", value="always").to_parameter_msg()]))
+    assert wait_for(future.done, 5.0) and future.result().results[0].successful
+    follower.status(2, 0, EpisodeStatus.END_RUNNING, evaluation=True)  # the actor announces it before the reset
+    assert wait_for(lambda: human._evaluating, 5.0)
+    follower.reset(seed=6)
+    _, used = follower.run_episode(2, max_steps=5, evaluation=True)
+    assert [h.intervention for h in used] == [False] * 5

@@ -12,21 +12,19 @@ parameters and answer with what they did.
 from __future__ import annotations
 
 import collections
-import signal
 import threading
 
 import numpy as np
 import rclpy
 from hilserl_msgs.msg import Action, Topics
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from std_srvs.srv import SetBool
 
 from hilserl_teleop.intervention_mux import INPUT_SOURCES, Command, HumanInput, InterventionMux, MuxConfig
+from hilserl_drivers.node_main import run_node
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 KEPT_HUMAN_ACTIONS = 64
@@ -161,7 +159,9 @@ class InterventionMuxNode(Node):
     def _on_policy_action(self, msg: Action) -> None:
         with self._lock:
             self._pending.append((msg, self._now() + self._values["human_wait_s"]))
-            self._flush(force=not self._values["sync_human"])
+            # Nobody publishes human actions (no device, no simulated human): nothing to wait for.
+            waiting = self._values["sync_human"] and self.count_publishers(Topics.HUMAN_ACTION) > 0
+            self._flush(force=not waiting)
 
     def _on_deadline(self) -> None:
         with self._lock:
@@ -203,26 +203,8 @@ class InterventionMuxNode(Node):
             self.get_logger().info(f"intervention over: steps {s.first_step}..{s.last_step} ({s.steps} steps)")
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def main(args=None) -> None:
-    # Our own handlers (as the bridge): rclpy's would invalidate the context under a running
-    # callback, whose next publish then raises. Ctrl-C and SIGTERM both end spin() here.
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
-    node = None
-    try:
-        node = InterventionMuxNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(InterventionMuxNode, args)
 
 
 if __name__ == "__main__":

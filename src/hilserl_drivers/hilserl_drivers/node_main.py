@@ -1,0 +1,42 @@
+"""``run_node``: the main() of a node that commands or simulates the robot.
+
+Own SIGINT/SIGTERM handlers instead of rclpy's: rclpy's would invalidate the context
+under a running callback, whose next publish then raises. Both signals end the spin
+loop, which wakes at least every ``wake_s``: Python runs a signal handler only between
+waits, and an idle node (nothing subscribed arrives, no timer) would otherwise never
+see one (an idle lock-step bridge ignored Ctrl-C until its next command).
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Callable
+
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def run_node(make_node: Callable[[], Node], args=None, wake_s: float = 0.1) -> None:
+    """Init rclpy, build the node, spin until SIGINT/SIGTERM, then destroy it and shut down."""
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    node = None
+    try:
+        node = make_node()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=wake_s)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
