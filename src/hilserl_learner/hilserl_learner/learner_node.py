@@ -100,6 +100,7 @@ LOG_POSITION = "log_position"
 POLICY_VERSION = "policy_version"
 ACTOR_PREFIX = "stored/"
 VERSION_FILE = "policy_version"
+RESTART_HINT_AFTER = 100  # sequence 0 after this many stored: warn about a reused actor id
 
 
 # ------------------------------------------------------------------ parameters
@@ -512,6 +513,12 @@ class LearnerNode(Node):
                 self._received_at[position] = received
                 self._log_cv.notify()
         if duplicate:
+            if sequence == 0 and expected > RESTART_HINT_AFTER:
+                self.get_logger().warning(
+                    f"actor {actor!r} sends sequence 0 again after {expected - 1} were stored: "
+                    "a restarted actor reusing its id? Its transitions are duplicates of the "
+                    "old ones and are dropped; give each actor run its own actor_id or continue "
+                    "from the acknowledged sequence", throttle_duration_sec=10.0)
             with self._lock:
                 self.duplicates_total += 1
             self._publish_ack(actor)  # tell a resending actor what is already stored
