@@ -195,16 +195,19 @@ def test_r6_actor_killed_and_replaced_gets_current_weights_at_once(graph):
     assert wait_for(lambda: actor_steps(graph) >= 60, 90.0), graph.outputs["actor"].tail()
     graph.procs["actor"].send_signal(signal.SIGKILL)
     graph.procs["actor"].wait(timeout=10)
-    versions = [int(m.group(1)) for m in graph.find("learner", r"weights v(\d+)")]
+    old = [int(m.group(1)) for m in graph.find("actor", r"weights v(\d+)")]
     time.sleep(2.0)
     assert graph.procs["learner"].poll() is None
-    started = time.monotonic()
     graph.start("actor")
-    assert wait_for(lambda: graph.find("actor", r"weights version (\d+) received"), 30.0), graph.outputs["actor"].tail()
-    got = int(graph.find("actor", r"weights version (\d+) received")[0].group(1))
-    waited = time.monotonic() - started
-    print(f"R6: new actor got weights v{got} {waited:.1f} s after start (learner had published up to v{max(versions)})")
-    assert got >= max(versions) > 1
+    ready = r"\[(\d+\.\d+)\] \[actor\]: actor .* waiting for weights"
+    received = r"\[(\d+\.\d+)\] \[actor\]: weights version (\d+) received"
+    assert wait_for(lambda: graph.find("actor", received), 30.0), graph.outputs["actor"].tail()
+    up = float(graph.find("actor", ready)[0].group(1))
+    got = graph.find("actor", received)[0]
+    waited = float(got.group(1)) - up
+    print(f"R6: new actor got weights v{got.group(2)} {waited * 1e3:.0f} ms after its node was up "
+          f"(the killed actor had v{max(old)})")
+    assert int(got.group(2)) >= max(old) > 1 and waited < 2.0
     before = actor_steps(graph)
     assert wait_for(lambda: actor_steps(graph) >= before + 40, 60.0), graph.outputs["actor"].tail()
     assert graph.procs["learner"].poll() is None  # the learner never hung or died
