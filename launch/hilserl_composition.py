@@ -37,7 +37,7 @@ COMMON_ARGUMENTS = {
 # rclpy, a Python int put into a float64 field is otherwise published as garbage: 1 -> 5e-324).
 FIXED_ENVIRONMENT = {"ROS_PYTHON_CHECK_FIELDS": "1"}
 NODE_KEYS = {"package", "executable", "name", "namespace", "parameters", "remappings", "required", "when",
-             "arguments"}
+             "arguments", "set"}
 
 
 class CompositionError(ValueError):
@@ -64,6 +64,7 @@ class NodeSpec:
     when: tuple[tuple[str, str], ...] = ()     # (argument, value) pairs that must all hold
     arguments: tuple[str, ...] = ()            # extra command-line arguments
     extra_parameter_files: tuple[str, ...] = ()  # given at start (runner --params-file), applied last
+    set: tuple[tuple[str, str], ...] = ()      # (parameter, launch argument): the argument's value, applied last
 
     def parameter_files(self) -> list[Path]:
         return [CONFIG_DIR / f for f in self.parameters] + [Path(f) for f in self.extra_parameter_files]
@@ -73,13 +74,15 @@ class NodeSpec:
         """The namespace with its leading slash ('' for none)."""
         return "/" + self.namespace.strip("/") if self.namespace.strip("/") else ""
 
-    def ros_arguments(self) -> list[str]:
-        """The --ros-args part of the command line that starts this node."""
+    def ros_arguments(self, values: dict[str, str] | None = None) -> list[str]:
+        """The --ros-args part of the command line that starts this node (``values``: launch arguments)."""
         out = ["--ros-args", "-r", f"__node:={self.name}"]
         if self.namespace:  # rcl takes only a fully qualified namespace here
             out += ["-r", f"__ns:={self.qualified_namespace}"]
         for f in self.parameter_files():
             out += ["--params-file", str(f)]
+        for parameter, argument in self.set:
+            out += ["-p", f"{parameter}:={(values or {})[argument]}"]
         for src, dst in self.remappings:
             out += ["-r", f"{src}:={dst}"]
         return out
@@ -142,7 +145,8 @@ def _node(comp: str, i: int, raw: object, path: Path) -> NodeSpec:
                     remappings=tuple((str(k), str(v)) for k, v in remaps.items()),
                     required=bool(raw.get("required", False)),
                     when=tuple((str(k), str(v)) for k, v in (raw.get("when") or {}).items()),
-                    arguments=tuple(str(a) for a in raw.get("arguments", ())))
+                    arguments=tuple(str(a) for a in raw.get("arguments", ())),
+                    set=tuple((str(k), str(v)) for k, v in (raw.get("set") or {}).items()))
 
 
 def load_compositions(path: Path = DESCRIPTION_FILE) -> dict[str, Composition]:
@@ -173,6 +177,10 @@ def load_compositions(path: Path = DESCRIPTION_FILE) -> dict[str, Composition]:
             refuse += [(str(arg), str(v), " ".join(str(m).split())) for v, m in values.items()]
         comp = Composition(name, str(raw.get("description", "")), tuple(args), nodes, tuple(refuse))
         for n in nodes:
+            for parameter, argument in n.set:
+                if argument not in {a.name for a in comp.arguments}:
+                    raise CompositionError(f"{path}: node {n.name} of '{name}' sets {parameter} from unknown "
+                                           f"argument {argument}")
             for k, v in n.when:
                 spec = next((a for a in comp.arguments if a.name == k), None)
                 if spec is None:
@@ -228,9 +236,10 @@ def launch_description(name: str):
             for t in tests[1:]:
                 expr = AndSubstitution(expr, t)
             condition = IfCondition(expr)
+        set_from_arguments = [{parameter: LaunchConfiguration(argument)} for parameter, argument in n.set]
         actions.append(Node(
             package=n.package, executable=n.executable, name=n.name, namespace=n.qualified_namespace or None,
-            parameters=[str(f) for f in n.parameter_files()], remappings=list(n.remappings),
+            parameters=[str(f) for f in n.parameter_files()] + set_from_arguments, remappings=list(n.remappings),
             arguments=list(n.arguments) or None, output="screen", condition=condition,
             on_exit=Shutdown(reason=f"required node {n.name} exited") if n.required else None))
     return LaunchDescription(actions)

@@ -61,8 +61,9 @@ class Runner:
     """Owns the node processes of one composition run."""
 
     def __init__(self, nodes: list[NodeSpec], env: dict[str, str], grace_s: float = 10.0,
-                 out=sys.stdout) -> None:
+                 out=sys.stdout, values: dict[str, str] | None = None) -> None:
         self.nodes, self.env, self.grace_s, self.out = nodes, env, grace_s, out
+        self.values = values or {}  # launch arguments (for parameters set from them)
         self.running: list[Running] = []
         self._print_lock = threading.Lock()
         self._stop_signal: int | None = None
@@ -81,8 +82,8 @@ class Runner:
         env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         if not self.out.isatty():
             env.setdefault("RCUTILS_COLORIZED_OUTPUT", "0")
-        commands = [(n, [str(find_executable(n.package, n.executable)), *n.arguments, *n.ros_arguments()])
-                    for n in self.nodes]   # resolve all first: fail before anything starts
+        commands = [(n, [str(find_executable(n.package, n.executable)), *n.arguments,
+                         *n.ros_arguments(self.values)]) for n in self.nodes]   # resolve all first: fail before anything starts
         for spec, cmd in commands:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     text=True, env=env, start_new_session=True, preexec_fn=_die_with_parent)
@@ -170,10 +171,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise CompositionError(f"--params-file {extra}: no such file")
         nodes = [dataclasses.replace(n, extra_parameter_files=tuple(str(f.resolve()) for f in ns.params_file))
                  for n in comp.selected_nodes(values)]
-        runner = Runner(nodes, comp.environment(values), grace_s=ns.grace)
+        runner = Runner(nodes, comp.environment(values), grace_s=ns.grace, values=values)
         if ns.dry_run:
             for n in nodes:
-                print(" ".join([str(find_executable(n.package, n.executable)), *n.arguments, *n.ros_arguments()]))
+                print(" ".join([str(find_executable(n.package, n.executable)), *n.arguments,
+                                *n.ros_arguments(values)]))
             return 0
         signal.signal(signal.SIGINT, runner.request_stop)
         signal.signal(signal.SIGTERM, runner.request_stop)
