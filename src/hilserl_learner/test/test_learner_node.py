@@ -116,7 +116,15 @@ class TransitionSender:
             self.pub.publish(transition(sequence, self.actor_id))
 
     def wait_connected(self, timeout: float = 10.0) -> bool:
-        return wait_for(lambda: self.pub.get_subscription_count() > 0, timeout)
+        """True once the learner's subscription matched; a second subscriber (a process
+        outside this test on the leased domain) fails the test with that diagnosis."""
+        if not wait_for(lambda: self.pub.get_subscription_count() > 0, timeout):
+            return False
+        time.sleep(0.3)
+        count = self.pub.get_subscription_count()
+        assert count == 1, (f"{count} subscribers of {Topics.TRANSITIONS} on domain "
+                            f"{self.node.context.get_domain_id()}: another learner outside this test")
+        return True
 
 
 def online_sequences(replay: DemoOnlineReplay) -> list[int]:
@@ -417,9 +425,10 @@ class ResendingActor(TransitionSender):
 
 
 def test_r5_learner_killed_mid_stream_loses_and_duplicates_nothing(ros, tmp_path):
-    log_file = open(tmp_path / "learner.log", "w+")
+    logs = [tmp_path / "learner-1.log", tmp_path / "learner-2.log"]
     actor = ResendingActor(ros)
-    proc = _learner_process(tmp_path, ros.domain_id, log_file)
+    with open(logs[0], "w") as output:
+        proc = _learner_process(tmp_path, ros.domain_id, output)
     try:
         assert actor.wait_connected(60.0), "learner process started"
         actor.limit = 400
@@ -432,8 +441,11 @@ def test_r5_learner_killed_mid_stream_loses_and_duplicates_nothing(ros, tmp_path
         checkpoint_at_kill = latest_checkpoint(tmp_path / "ckpt")
         time.sleep(0.5)
         actor.limit = 600
-        proc = _learner_process(tmp_path, ros.domain_id, log_file)
-        assert wait_for(lambda: actor.acked == 599, 120.0), f"acked {actor.acked} after the restart"
+        with open(logs[1], "w") as output:
+            proc = _learner_process(tmp_path, ros.domain_id, output)
+        if not wait_for(lambda: actor.acked == 599, 120.0):
+            pytest.fail(f"acked {actor.acked} after the restart (learner exit code {proc.poll()}); "
+                        f"learner output:\n{logs[0].read_text()[-2000:]}\n---\n{logs[1].read_text()[-2000:]}")
         assert wait_for(lambda: actor.trained == 599, 120.0), f"trained {actor.trained}"
         proc.send_signal(signal.SIGINT)  # clean stop: final checkpoint
         assert proc.wait(timeout=60.0) == 0
@@ -442,8 +454,7 @@ def test_r5_learner_killed_mid_stream_loses_and_duplicates_nothing(ros, tmp_path
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    log_file.seek(0)
-    output = log_file.read()
+    output = logs[1].read_text()
     assert f"resumed from {checkpoint_at_kill}" in output, output[-3000:]
 
     from hilserl_learner.config import LearnerConfig
