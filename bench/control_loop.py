@@ -32,6 +32,7 @@ import argparse
 import ctypes
 import fcntl
 import json
+import math
 import os
 import shutil
 import signal
@@ -112,10 +113,17 @@ def record_demos(path: Path, episodes: int) -> None:
                     "--episodes", str(episodes), "--layout", "relative"], check=True, timeout=600)
 
 
+def physics_timestep(rate_hz: float, largest_s: float = 0.004) -> float:
+    """The largest MuJoCo timestep <= ``largest_s`` (config/sim_bridge.yaml's) dividing the control period."""
+    period = 1.0 / rate_hz
+    return period / math.ceil(period / largest_s - 1e-9)
+
+
 def override_file(folder: Path, demo_file: Path, rate_hz: float) -> Path:
     """The train composition made realtime at ``rate_hz``: actor unpaced, learner free-running."""
     params = {
-        "sim_bridge": {"ros__parameters": {"mode": "realtime", "control_rate_hz": float(rate_hz), "cameras": ""}},
+        "sim_bridge": {"ros__parameters": {"mode": "realtime", "control_rate_hz": float(rate_hz), "cameras": "",
+                                           "physics_timestep": physics_timestep(rate_hz)}},
         "actor": {"ros__parameters": {"paced": False, "max_env_steps": 0, "eval_every_steps": 0,
                                       "max_episode_steps": 100000, "results_dir": ""}},
         "learner": {"ros__parameters": {"demo_file": str(demo_file), "checkpoint_dir": str(folder / "ckpt"),
@@ -194,6 +202,13 @@ class Probe:
         self.pushes: list[tuple[int, int]] = []  # (arrival ns, bytes on the wire)
         self.node.create_subscription(Reward, Topics.REWARD, self._on_reward, reliable)
         self.node.create_subscription(Action, Topics.COMMAND, self._on_command, reliable)
+        # The stages in between, to say where the time goes.
+        self.policy_actions: dict[int, int] = {}
+        self.executed_actions: dict[int, int] = {}
+        self.node.create_subscription(Action, Topics.POLICY_ACTION,
+                                      lambda m, i: self._record(self.policy_actions, m, i), reliable)
+        self.node.create_subscription(Action, Topics.EXECUTED_ACTION,
+                                      lambda m, i: self._record(self.executed_actions, m, i), reliable)
         self.node.create_subscription(EpisodeStatus, Topics.EPISODE_STATUS, self._on_status, reliable)
         self.node.create_subscription(PolicyParams, Topics.POLICY_PARAMS, self._on_params, latest, raw=True)
         self.executor = SingleThreadedExecutor(context=self.context)
@@ -224,8 +239,11 @@ class Probe:
             self.frames.setdefault(self._stamp(msg), self._arrival(info))
 
     def _on_command(self, msg, info) -> None:
+        self._record(self.commands, msg, info)
+
+    def _record(self, table: dict[int, int], msg, info) -> None:
         with self.lock:
-            self.commands.setdefault(self._stamp(msg), self._arrival(info))
+            table.setdefault(self._stamp(msg), self._arrival(info))
 
     def _on_status(self, msg, info) -> None:
         with self.lock:
@@ -266,11 +284,21 @@ def reset_windows(statuses: list[tuple[int, int, int, str]], period_ns: int) -> 
     return windows
 
 
+PUSH_SHADOW_NS = 250_000_000  # after a weight push arrives, the actor loads it (tens to hundreds of ms)
+
+
 def summarise(frames: dict[int, int], commands: dict[int, int], statuses, rate_hz: float,
-              window: tuple[int, int]) -> dict:
-    """Latency percentiles and deadline misses of the frames stamped inside ``window``."""
+              window: tuple[int, int], pushes: list[int] = ()) -> dict:
+    """Latency percentiles and deadline misses of the frames stamped inside ``window``.
+
+    ``pushes``: arrival times of PolicyParams; misses of frames stamped from one period
+    before a push to PUSH_SHADOW_NS after it are also counted apart (``misses_near_push``)
+    with the share of the window those stretches cover (``near_push_time_fraction``).
+    """
     period_ns = int(round(1e9 / rate_hz))
     resets = reset_windows(statuses, period_ns)
+    shadows = [(t - period_ns, t + PUSH_SHADOW_NS) for t in pushes if window[0] <= t < window[1]]
+    near_push = 0
     latencies, misses, reset_frames, unanswered = [], 0, 0, 0
     stamps = sorted(s for s in frames if window[0] <= s < window[1])
     for stamp in stamps:
@@ -281,11 +309,13 @@ def summarise(frames: dict[int, int], commands: dict[int, int], statuses, rate_h
                 continue
             unanswered += 1
             misses += 1
+            near_push += any(a <= stamp <= b for a, b in shadows)
             continue
         latency = arrival - stamp
         latencies.append(latency / 1e6)
         if latency > period_ns:
             misses += 1
+            near_push += any(a <= stamp <= b for a, b in shadows)
     control = len(stamps) - reset_frames
     lat = np.array(latencies) if latencies else np.array([np.nan])
     gaps = np.diff(np.array(stamps, dtype=np.int64)) / 1e6 if len(stamps) > 1 else np.array([np.nan])
@@ -299,10 +329,26 @@ def summarise(frames: dict[int, int], commands: dict[int, int], statuses, rate_h
         "unanswered": unanswered,
         "late": misses - unanswered,
         "reset_frames": reset_frames,
+        "misses_near_push": near_push,
+        "near_push_time_fraction": min(1.0, len(shadows) * (period_ns + PUSH_SHADOW_NS) / (window[1] - window[0])),
         "episodes_ended": sum(1 for a, b in resets if window[0] <= b and a < window[1]),
         "frame_period_ms": {"nominal": 1e3 / rate_hz, "p50": float(np.percentile(gaps, 50)),
                             "p99": float(np.percentile(gaps, 99)), "max": float(np.max(gaps))},
     }
+
+
+def stage_latencies(stamps: list[int], policy: dict[int, int], executed: dict[int, int],
+                    commands: dict[int, int]) -> dict:
+    """Where the time goes, per answered frame: frame -> policy action (frame delivery to the
+    actor + observation + inference), -> executed action (mux), -> command (limiter)."""
+    parts: dict[str, list[float]] = {"actor": [], "mux": [], "limiter": []}
+    for stamp in stamps:
+        if stamp in policy and stamp in executed and stamp in commands:
+            parts["actor"].append((policy[stamp] - stamp) / 1e6)
+            parts["mux"].append((executed[stamp] - policy[stamp]) / 1e6)
+            parts["limiter"].append((commands[stamp] - executed[stamp]) / 1e6)
+    return {name: {"p50": float(np.percentile(v, 50)), "p99": float(np.percentile(v, 99)),
+                   "max": float(np.max(v))} for name, v in parts.items() if v}
 
 
 def run_rate(rate_hz: float, duration_s: float, warmup_s: float, demo_file: Path, work: Path) -> dict:
@@ -342,7 +388,9 @@ def run_rate(rate_hz: float, duration_s: float, warmup_s: float, demo_file: Path
         with probe.lock:
             frames, commands = dict(probe.frames), dict(probe.commands)
             statuses, pushes = list(probe.statuses), list(probe.pushes)
-        result = summarise(frames, commands, statuses, rate_hz, (t0, t1))
+            policy, executed = dict(probe.policy_actions), dict(probe.executed_actions)
+        result = summarise(frames, commands, statuses, rate_hz, (t0, t1), [t for t, _ in pushes])
+        result["stage_ms"] = stage_latencies([s for s in frames if t0 <= s < t1], policy, executed, commands)
         in_window = [n for t, n in pushes if t0 <= t < t1]
         result["weight_pushes_received"] = len(in_window)
         result["load"] = {"loadavg_1min_start_end": [load0[0], load1[0]],
@@ -419,10 +467,12 @@ def measure_weight_push(count: int, interval_s: float = 0.5) -> dict:
     rclpy.init(context=context, domain_id=lease.domain_id, signal_handler_options=SignalHandlerOptions.NO)
     node = rclpy.create_node("control_loop_weight_receiver", context=context)
 
+    policies = []
+
     def on_params(msg, info) -> None:
         entered = time.time_ns()
         t = time.perf_counter()
-        InferencePolicy.from_bytes(bytes(msg.data), msg.sha256)
+        policies.append(InferencePolicy.from_bytes(bytes(msg.data), msg.sha256))
         load_ms = (time.perf_counter() - t) * 1e3
         received[int(msg.version)] = {"entered_ns": entered, "source_ns": int(info["source_timestamp"]),
                                       "received_ns": int(info["received_timestamp"]), "load_ms": load_ms,
@@ -467,7 +517,23 @@ def measure_weight_push(count: int, interval_s: float = 0.5) -> dict:
         return {"p50": float(np.percentile(values, 50)), "max": float(np.max(values)), "n": len(values)}
 
     return {"bytes": pairs[0][1]["bytes"], "published": len(published), "received": len(pairs),
-            "transfer_ms": stats(delivery), "dds_ms": stats(dds), "load_ms": stats(load)}
+            "transfer_ms": stats(delivery), "dds_ms": stats(dds), "load_ms": stats(load),
+            "act_ms": inference_ms(policies[-1])}
+
+
+def inference_ms(policy, calls: int = 300) -> dict:
+    """The actor's compute per frame: ``InferencePolicy.act`` on a state of the default network."""
+    import torch
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    times = []
+    for step in range(calls):
+        state = rng.uniform(-1.0, 1.0, policy.spec.state_dim).astype(np.float32)
+        t = time.perf_counter()
+        policy.act({"state": state}, deterministic=False, env_step=step)
+        times.append((time.perf_counter() - t) * 1e3)
+    return {"p50": float(np.percentile(times, 50)), "p99": float(np.percentile(times, 99)), "n": calls}
 
 
 # ---------------------------------------------------------------- reporting
@@ -485,6 +551,7 @@ def table(results: dict) -> str:
         rows.append(f"{'weight push bytes':<34}{w['bytes']:>14}")
         rows.append(f"{'weight push p50 / max (ms)':<34}{w['transfer_ms']['p50']:>6.2f} / {w['transfer_ms']['max']:>5.2f}")
         rows.append(f"{'weight load p50 / max (ms)':<34}{w['load_ms']['p50']:>6.2f} / {w['load_ms']['max']:>5.2f}")
+        rows.append(f"{'policy act p50 / p99 (ms)':<34}{w['act_ms']['p50']:>6.2f} / {w['act_ms']['p99']:>5.2f}")
     return "\n".join(rows)
 
 
