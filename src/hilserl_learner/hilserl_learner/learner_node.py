@@ -27,6 +27,7 @@ has a timeout, so a dead actor never blocks the learner (R6).
 
 from __future__ import annotations
 
+import array
 import collections
 import dataclasses
 import os
@@ -665,7 +666,11 @@ class LearnerNode(Node):
             data = export_policy(self.agent, version)
         self._record_version(version)
         msg = PolicyParams(version=version, format=FORMAT, sha256=sha256_hex(data))
-        msg.data = data
+        # An array('B') is taken as a buffer; bytes would be checked and copied element by
+        # element (75 ms instead of 1 ms for the 0.57 MB of a state policy).
+        buffer = array.array("B")
+        buffer.frombytes(data)
+        msg.data = buffer
         self._params_pub.publish(msg)
 
     def _version_file(self) -> Path:
