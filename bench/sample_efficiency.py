@@ -68,10 +68,11 @@ def run_one(job: dict) -> dict:
               f"interv {point.intervention_rate:4.2f} updates {point.updates} {point.wall_s:6.0f}s",
               flush=True)
 
-    start = time.monotonic()
+    start, cpu_start = time.monotonic(), time.process_time()
     result = train(env, config, training, expert=expert, human=human, progress=progress)
     env.close()
     return {"mode": job["mode"], "seed": seed, "wall_s": round(time.monotonic() - start, 1),
+            "cpu_s": round(time.process_time() - cpu_start, 1),
             "steps_to_95": result.steps_to(0.95), "demo_transitions": result.demo_transitions,
             "intervention_steps": result.intervention_steps,
             "curve": [{"env_step": p.env_step, "success": p.success_rate,
@@ -86,7 +87,8 @@ def summarise(runs: list[dict], mode: str) -> dict:
     out = {"steps_to_95": None if any(s is None for s in steps) else max(steps),
            "success_at": {}, "wall_s": round(float(np.mean([r["wall_s"] for r in mine])), 1),
            "per_seed": {str(r["seed"]): {"steps_to_95": r["steps_to_95"], "wall_s": r["wall_s"],
-                                         "curve": r["curve"]} for r in mine}}
+                                         "cpu_s": r.get("cpu_s"), "curve": r["curve"]}
+                        for r in mine}}
     all_steps = sorted({p["env_step"] for r in mine for p in r["curve"]})
     for step in sorted(set(REPORT_STEPS) | set(all_steps)):
         values = [p["success"] for r in mine for p in r["curve"] if p["env_step"] == step]
