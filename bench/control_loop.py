@@ -119,8 +119,11 @@ def physics_timestep(rate_hz: float, largest_s: float = 0.004) -> float:
     return period / math.ceil(period / largest_s - 1e-9)
 
 
-def override_file(folder: Path, demo_file: Path, rate_hz: float) -> Path:
-    """The train composition made realtime at ``rate_hz``: actor unpaced, learner free-running."""
+def override_file(folder: Path, demo_file: Path, rate_hz: float, publish_every_updates: int | None = None) -> Path:
+    """The train composition made realtime at ``rate_hz``: actor unpaced, learner free-running.
+
+    ``publish_every_updates``: the learner's (None: config/learner.yaml's, as in real use).
+    """
     params = {
         "sim_bridge": {"ros__parameters": {"mode": "realtime", "control_rate_hz": float(rate_hz), "cameras": "",
                                            "physics_timestep": physics_timestep(rate_hz)}},
@@ -132,6 +135,8 @@ def override_file(folder: Path, demo_file: Path, rate_hz: float) -> Path:
         "safety_limiter": {"ros__parameters": {"max_command_age": 0.5, "pose_timeout": 0.5,
                                                "command_timeout": 0.2}},
     }
+    if publish_every_updates is not None:
+        params["learner"]["ros__parameters"]["publish_every_updates"] = int(publish_every_updates)
     path = folder / f"overrides_{rate_hz:g}hz.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
@@ -351,14 +356,15 @@ def stage_latencies(stamps: list[int], policy: dict[int, int], executed: dict[in
                    "max": float(np.max(v))} for name, v in parts.items() if v}
 
 
-def run_rate(rate_hz: float, duration_s: float, warmup_s: float, demo_file: Path, work: Path) -> dict:
+def run_rate(rate_hz: float, duration_s: float, warmup_s: float, demo_file: Path, work: Path,
+             publish_every_updates: int | None = None) -> dict:
     """Start the graph at ``rate_hz``, measure ``duration_s`` after the first command + warm-up."""
     folder = work / f"{rate_hz:g}hz"
     folder.mkdir(parents=True, exist_ok=True)
     lease = DomainLease()
     probe = graph = None
     try:
-        graph = Graph(lease.domain_id, override_file(folder, demo_file, rate_hz), folder)
+        graph = Graph(lease.domain_id, override_file(folder, demo_file, rate_hz, publish_every_updates), folder)
         probe = Probe(lease.domain_id)
         graph.start()
         started = time.monotonic()
@@ -565,6 +571,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pushes", type=int, default=None, help="weight pushes (default 10; --quick 5)")
     parser.add_argument("--push-interval", type=float, default=0.5, help="seconds between weight pushes")
     parser.add_argument("--demo-file", type=Path, default=None, help="reuse this demo file instead of recording 5")
+    parser.add_argument("--publish-every-updates", type=int, default=None,
+                        help="learner's weight push period in updates (default: config/learner.yaml's; "
+                             "a large value isolates the cost of weight pushes)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (node logs)")
     parser.add_argument("--push-publisher", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--domain", type=int, default=None, help=argparse.SUPPRESS)
@@ -582,6 +591,8 @@ def main(argv: list[str] | None = None) -> int:
     if duration <= 0:
         parser.error(f"--duration must be > 0, got {duration}")
     pushes = args.pushes if args.pushes is not None else (5 if args.quick else 10)
+    if args.publish_every_updates is not None and args.publish_every_updates < 1:
+        parser.error(f"--publish-every-updates must be >= 1, got {args.publish_every_updates}")
 
     work = Path(tempfile.mkdtemp(prefix="control_loop_"))
     results: dict = {}
@@ -593,7 +604,8 @@ def main(argv: list[str] | None = None) -> int:
         elif not demo_file.is_file():
             parser.error(f"--demo-file {demo_file} does not exist")
         for rate in rates:
-            results[f"{rate:g}hz"] = run_rate(rate, duration, args.warmup, demo_file, work)
+            results[f"{rate:g}hz"] = run_rate(rate, duration, args.warmup, demo_file, work,
+                                              args.publish_every_updates)
             print(json.dumps({f"{rate:g}hz": results[f"{rate:g}hz"]}), flush=True)
         if pushes > 0:
             results["weight_push"] = measure_weight_push(pushes, args.push_interval)
@@ -612,7 +624,10 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"rates_hz": rates, "duration_s_per_rate": duration, "warmup_s": args.warmup,
                    "pushes": pushes, "quick": args.quick, "graph": list(GRAPH_NODES), "human": "none",
                    "bridge": "realtime, state only", "actor": "unpaced", "learner": "pacing free",
+                   "publish_every_updates": args.publish_every_updates or "config/learner.yaml",
                    "demo_episodes": 5 if args.demo_file is None else str(args.demo_file),
+                   "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                                            text=True).stdout.strip(),
                    "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
