@@ -158,6 +158,8 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     "checkpoint_dir": ("checkpoints/learner", _text("Checkpoint root; also the default of SaveCheckpoint.")),
     "keep_last": (2, _int("Complete checkpoints kept.", 1, 1000)),
     "resume": (True, _text("Load the latest checkpoint and replay the log at start.")),
+    "require_checkpoint": (False, _text("Refuse to start without a loadable checkpoint in checkpoint_dir "
+                                        "(evaluation: never serve untrained weights).")),
     "transition_log_dir": ("", _text("Transition log folder (empty: <checkpoint_dir>/transition_log).")),
     "sync_every": (64, _int("fsync the log after this many records...", 1, 1 << 20)),
     "sync_interval_ms": (0.0, _float("...or this long after the oldest unsynced one (0: at once; "
@@ -400,6 +402,8 @@ class LearnerNode(Node):
         root = Path(p["checkpoint_dir"])
         log_dir = Path(p["transition_log_dir"] or root / "transition_log")
         folder, counters = self._load_newest_checkpoint(root) if p["resume"] else (None, {})
+        if folder is None and p["require_checkpoint"]:
+            raise CheckpointError(f"checkpoint_dir {root}: no checkpoint to serve (require_checkpoint is set)")
         if folder is not None:
             self.resumed_from = folder
             self.last_checkpoint = folder
