@@ -106,6 +106,7 @@ class SimulatedHumanNode(Node):
         self.create_subscription(JointState, Topics.JOINT_STATES, self._on_joint_states, RELIABLE)
         self.create_subscription(EpisodeStatus, Topics.EPISODE_STATUS, self._on_episode_status, RELIABLE)
         self.create_subscription(Reward, Topics.REWARD, self._on_reward, RELIABLE)
+        self.get_logger().info(f"simulated human: {scene} expert, rule {self._values['rule']}")
 
     # ------------------------------------------------------------- parameters
     def _validate_parameters(self, params) -> SetParametersResult:
