@@ -142,6 +142,16 @@ def override_file(folder: Path, demo_file: Path, rate_hz: float, publish_every_u
     return path
 
 
+def composition_parameter(node: str, name: str):
+    """A node's parameter as the train composition's parameter files set it (None: the node's default)."""
+    spec = next(n for n in hc.load_compositions()["train"].nodes if n.name == node)
+    value = None
+    for path in spec.parameter_files():
+        params = (yaml.safe_load(path.read_text()) or {}).get(node, {}).get("ros__parameters", {})
+        value = params.get(name, value)
+    return value
+
+
 class Graph:
     """The train composition's nodes (human:=none) as processes, output to log files."""
 
@@ -624,7 +634,8 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"rates_hz": rates, "duration_s_per_rate": duration, "warmup_s": args.warmup,
                    "pushes": pushes, "quick": args.quick, "graph": list(GRAPH_NODES), "human": "none",
                    "bridge": "realtime, state only", "actor": "unpaced", "learner": "pacing free",
-                   "publish_every_updates": args.publish_every_updates or "config/learner.yaml",
+                   "publish_every_updates": args.publish_every_updates or composition_parameter(
+                       "learner", "publish_every_updates"),
                    "demo_episodes": 5 if args.demo_file is None else str(args.demo_file),
                    "commit": subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
                                             text=True).stdout.strip(),
