@@ -113,6 +113,29 @@ def test_short_training_run_through_the_runner(tmp_path, demo_file, ros_domain_i
     assert frontier == sent - 1  # contiguous: every transition sent is stored
     assert online == sent  # and each once
 
+    # the eval composition serves that checkpoint and evaluates it, writing nothing into the run
+    before = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    evaluation = subprocess.run(
+        [sys.executable, str(ROOT / "launch" / "runner.py"), "eval", f"domain_id:={ros_domain_id}",
+         f"checkpoint_dir:={tmp_path / 'ckpt'}", "episodes:=2", f"results_dir:={tmp_path / 'eval'}",
+         "--params-file", str(params)], env=isolated_environment(ros_domain_id), capture_output=True,
+        text=True, timeout=300)
+    assert evaluation.returncode == 0, evaluation.stdout[-3000:]
+    assert "resumed from" in evaluation.stdout
+    evaluated = json.loads((tmp_path / "eval" / "curve.json").read_text())["curve"]
+    assert len(evaluated) == 1 and evaluated[0]["episodes"] == 2 and evaluated[0]["env_steps"] == 0
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == before
+
+
+def test_eval_refuses_an_empty_checkpoint_dir(tmp_path, demo_file, ros_domain_id):
+    evaluation = subprocess.run(
+        [sys.executable, str(ROOT / "launch" / "runner.py"), "eval", f"domain_id:={ros_domain_id}",
+         f"checkpoint_dir:={tmp_path / 'nothing'}", "episodes:=2", f"results_dir:={tmp_path / 'eval'}"],
+        env=isolated_environment(ros_domain_id), capture_output=True, text=True, timeout=300)
+    assert evaluation.returncode != 0
+    assert "no checkpoint to serve" in evaluation.stdout, evaluation.stdout[-3000:]
+    assert not (tmp_path / "eval" / "curve.json").exists()
+
 
 class Graph:
     """The train composition's nodes as separate processes (so one can be killed alone)."""
