@@ -115,10 +115,12 @@ def test_short_training_run_through_the_runner(tmp_path, demo_file, ros_domain_i
 
     # the eval composition serves that checkpoint and evaluates it, writing nothing into the run
     before = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+    networks = tmp_path / "networks.yaml"  # the evaluating learner must build the trained networks
+    networks.write_text(yaml.safe_dump({"learner": {"ros__parameters": {"hidden_dims": [32, 32]}}}))
     evaluation = subprocess.run(
         [sys.executable, str(ROOT / "launch" / "runner.py"), "eval", f"domain_id:={ros_domain_id}",
          f"checkpoint_dir:={tmp_path / 'ckpt'}", "episodes:=2", f"results_dir:={tmp_path / 'eval'}",
-         "--params-file", str(params)], env=isolated_environment(ros_domain_id), capture_output=True,
+         "--params-file", str(networks)], env=isolated_environment(ros_domain_id), capture_output=True,
         text=True, timeout=300)
     assert evaluation.returncode == 0, evaluation.stdout[-3000:]
     assert "resumed from" in evaluation.stdout

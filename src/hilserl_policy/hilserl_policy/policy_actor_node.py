@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +179,9 @@ class PolicyActorNode(Node):
         self.create_subscription(TransitionAck, Topics.TRANSITION_ACKS, self._on_transition_acks, RELIABLE)
         self.create_subscription(PolicyParams, Topics.POLICY_PARAMS, self._on_policy_params, LATEST_PARAMS)
         self._reset_client = self.create_client(ResetEpisode, Topics.RESET_EPISODE)
+        self._pending_policy: InferencePolicy | None = None
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="weights")
+        self._policy_ready = self.create_guard_condition(self._swap_policy)
         self.create_timer(0.05, self._on_timer)
         self.add_post_set_parameters_callback(self._on_parameters_set)
         self.get_logger().info(f"actor {self.stream_id} in {p['mode']} mode, layout {self.layout.name} "
@@ -413,25 +417,43 @@ class PolicyActorNode(Node):
         self._try_act()
 
     def _on_policy_params(self, msg: PolicyParams) -> None:
-        if self.policy is not None and msg.version <= self.policy.version:
+        """Hand new weights to the loader thread: decoding takes 10-200 ms and must not hold up
+        acting (measured in bench/control_loop.py: every push cost control deadlines)."""
+        newest = self._pending_policy.version if self._pending_policy else (
+            self.policy.version if self.policy else -1)
+        if msg.version <= newest:
             return
+        self._loader.submit(self._load_policy, bytes(msg.data), msg.sha256, int(msg.version))
+
+    def _load_policy(self, data: bytes, sha256: str, version: int) -> None:
+        """Loader thread: check and build the policy; the executor swaps it in between steps."""
         try:
-            policy = InferencePolicy.from_bytes(bytes(msg.data), msg.sha256)
+            policy = InferencePolicy.from_bytes(data, sha256)
+            if policy.spec.state_dim != self.layout.dim:
+                raise PolicyFormatError(f"state_dim {policy.spec.state_dim}, this actor's layout has "
+                                        f"{self.layout.dim}")
         except (PolicyFormatError, ValueError) as error:
             self.counters["rejected_params"] += 1
-            self.get_logger().error(f"policy params version {msg.version} refused, keeping "
-                                    f"{'version ' + str(self.policy.version) if self.policy else 'none'}: {error}")
+            self.get_logger().error(f"policy params version {version} refused, keeping the last good "
+                                    f"weights: {error}")
             return
-        if policy.spec.state_dim != self.layout.dim:
-            self.counters["rejected_params"] += 1
-            self.get_logger().error(f"policy params version {msg.version} refused: state_dim "
-                                    f"{policy.spec.state_dim}, this actor's layout has {self.layout.dim}")
+        self._pending_policy = policy
+        self._policy_ready.trigger()
+
+    def _swap_policy(self) -> None:
+        """Executor thread, between steps: take the newest loaded policy."""
+        policy, self._pending_policy = self._pending_policy, None
+        if policy is None or (self.policy is not None and policy.version <= self.policy.version):
             return
         first = self.policy is None
-        self.policy = policy  # between steps: callbacks of this node never overlap
+        self.policy = policy
         if first:
             self.get_logger().info(f"weights version {policy.version} received")
         self._try_act()
+
+    def destroy_node(self) -> None:
+        self._loader.shutdown(wait=True, cancel_futures=True)
+        super().destroy_node()
 
     # ------------------------------------------------------------------ timer
     def _on_timer(self) -> None:

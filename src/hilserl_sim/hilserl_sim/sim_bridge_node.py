@@ -175,8 +175,9 @@ class SimBridgeNode(Node):
         return stamp
 
     def destroy_node(self) -> None:
-        self._sim_thread.submit(self.env.close).result()
-        self._sim_thread.shutdown()
+        if getattr(self, "env", None) is not None:  # absent when the constructor refused its parameters
+            self._sim_thread.submit(self.env.close).result()
+            self._sim_thread.shutdown()
         super().destroy_node()
 
 
