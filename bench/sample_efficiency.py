@@ -1,4 +1,5 @@
-"""Sample efficiency of the RLPD core on Panda pick-cube, in process (no ROS).
+"""Sample efficiency on Panda pick-cube: in process (the RLPD core, no ROS) or, with
+``--graph``, through the ROS 2 training graph (the same learner settings, paced actor).
 
 Randomised cube, state observations, 20 scripted demos, deterministic
 evaluation of 50 fixed-seed episodes every 1,000 env steps, fixed
@@ -7,6 +8,7 @@ update-to-data ratio, several seeds, with and without a simulated human
 
     python bench/sample_efficiency.py --out se.json --png se.png
     python bench/sample_efficiency.py --quick            # smoke run, < 2 min
+    python bench/sample_efficiency.py --graph --out se_graph.json   # through the graph
     python bench/sample_efficiency.py --seeds 0 1 2 --modes no_intervention \
         --layout raw --normalization running --steps 8000 --eval-episodes 20
 
@@ -81,6 +83,61 @@ def run_one(job: dict) -> dict:
                       for p in result.curve]}
 
 
+def run_graph(job: dict) -> dict:
+    """One training run through the ROS 2 graph: the train composition (bridge in lock-step,
+    mux, limiter, simulated human in sim_intervention mode, learner, actor paced by the
+    learner at the job's update-to-data ratio), started by launch/runner.py on a private
+    domain; the actor's evaluations (curve.json) are the curve."""
+    import subprocess
+    import tempfile
+
+    import yaml
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    work = tempfile.mkdtemp(prefix=f"se_graph_{job['mode']}_{job['seed']}_")
+    demos = os.path.join(work, "demos.safetensors")
+    subprocess.run([sys.executable, "-m", "hilserl_learner.record_expert_demos", "--out", demos,
+                    "--episodes", str(job["demos"]), "--layout", job["layout"],
+                    "--seed", str(1_000_000 + 1000 * job["seed"])], check=True, capture_output=True)
+    params = {
+        "actor": {"ros__parameters": {
+            "observation_layout": job["layout"], "seed": 100_003 * job["seed"], "paced": True,
+            "max_env_steps": job["steps"], "eval_every_steps": job["eval_every"],
+            "eval_episodes": job["eval_episodes"], "results_dir": work}},
+        "learner": {"ros__parameters": {
+            "demo_file": demos, "checkpoint_dir": os.path.join(work, "checkpoints"), "tensorboard_dir": "",
+            "seed": job["seed"], "utd_ratio": float(job["utd"]), "num_critics": job["critics"],
+            "target_subset_size": min(2, job["critics"]), "random_steps": job["random_steps"],
+            "state_normalization": job["normalization"], "observation_layout": job["layout"]}},
+        "simulated_human": {"ros__parameters": {
+            "seed": job["seed"], "rule": job["rule"]["kind"],
+            "start_probability": float(job["rule"]["start_probability"]),
+            "decay_steps": job["rule"]["decay_steps"], "patience": job["rule"]["patience"]}},
+    }
+    overrides = os.path.join(work, "overrides.yaml")
+    with open(overrides, "w") as handle:
+        yaml.safe_dump(params, handle)
+    human = "sim" if job["mode"] == "sim_intervention" else "none"
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    start = time.monotonic()
+    with open(os.path.join(work, "graph.log"), "w") as log:
+        code = subprocess.run([sys.executable, os.path.join(root, "launch", "runner.py"), "train",
+                               f"human:={human}", f"domain_id:={job['domain_id']}", "--params-file", overrides],
+                              env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    with open(os.path.join(work, "curve.json")) as handle:
+        curve = json.load(handle)["curve"]
+    print(f"[{job['mode']} seed {job['seed']}] graph run exit {code}, "
+          f"{[round(p['success_rate'], 2) for p in curve]} (log: {work}/graph.log)", flush=True)
+    # The actor evaluates at the first episode boundary past each multiple of eval_every (the
+    # last one past max_env_steps): report it at that multiple, keep the exact count.
+    points = [{"env_step": min(job["steps"], p["env_steps"] // job["eval_every"] * job["eval_every"]),
+               "env_steps_exact": p["env_steps"], "success": p["success_rate"],
+               "mean_length": p["mean_length"], "intervention_rate": None} for p in curve]
+    first = next((p["env_step"] for p in points if p["success"] >= 0.95), None)
+    return {"mode": job["mode"], "seed": job["seed"], "wall_s": round(time.monotonic() - start, 1),
+            "steps_to_95": first, "curve": points, "exit_code": code}
+
+
 def summarise(runs: list[dict], mode: str) -> dict:
     mine = sorted((r for r in runs if r["mode"] == mode), key=lambda r: r["seed"])
     steps = [r["steps_to_95"] for r in mine]
@@ -97,9 +154,10 @@ def summarise(runs: list[dict], mode: str) -> dict:
     if mode == "sim_intervention":
         out["intervention_rate_at"] = {}
         for step in all_steps:
-            values = [p["intervention_rate"] for r in mine for p in r["curve"] if p["env_step"] == step]
-            out["intervention_rate_at"][str(step)] = round(float(np.mean(values)), 4)
-        out["intervention_steps_total"] = {str(r["seed"]): r["intervention_steps"] for r in mine}
+            values = [p["intervention_rate"] for r in mine for p in r["curve"]
+                      if p["env_step"] == step and p["intervention_rate"] is not None]
+            out["intervention_rate_at"][str(step)] = round(float(np.mean(values)), 4) if values else None
+        out["intervention_steps_total"] = {str(r["seed"]): r.get("intervention_steps") for r in mine}
     return out
 
 
@@ -195,6 +253,9 @@ def main(argv=None) -> int:
     parser.add_argument("--rule-patience", type=int, default=10)
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="runs in parallel (one process and one torch thread each)")
+    parser.add_argument("--graph", action="store_true",
+                        help="train through the ROS 2 graph (train composition, paced actor) instead of "
+                             "in process; runs one after the other")
     args = parser.parse_args(argv)
     if args.quick:
         args.steps, args.eval_every, args.eval_episodes, args.demos = 1000, 500, 5, 5
@@ -207,13 +268,18 @@ def main(argv=None) -> int:
              "random_steps": args.random_steps, "rule": rule}
             for mode in args.modes for seed in args.seeds]
     start = time.monotonic()
-    if args.workers > 1 and len(jobs) > 1:
+    if args.graph:
+        for index, job in enumerate(jobs):
+            job["domain_id"] = 200 + index % 30  # tests lease 1..100
+        runs = [run_graph(job) for job in jobs]
+    elif args.workers > 1 and len(jobs) > 1:
         with multiprocessing.get_context("spawn").Pool(min(args.workers, len(jobs))) as pool:
             runs = pool.map(run_one, jobs, chunksize=1)
     else:
         runs = [run_one(job) for job in jobs]
     config = {k: v for k, v in vars(args).items() if k not in ("out", "png", "workers")}
-    config.update({"rule": rule if "sim_intervention" in args.modes else None,
+    config.update({"path": "ros2 graph (train composition, paced actor)" if args.graph else "in process",
+                   "rule": rule if "sim_intervention" in args.modes else None,
                    "scene": "panda pick-cube, randomised cube", "batch_size": 256,
                    "learning_starts": 100, "total_wall_s": round(time.monotonic() - start, 1)})
     report = {"results": {mode: summarise(runs, mode) for mode in args.modes}, "config": config}
