@@ -1,4 +1,5 @@
-"""``run_node``: the main() of a node that commands or simulates the robot.
+"""``run_node``: the main() of a node that commands or simulates the robot; and
+``check_parameter_update``, the on-set validator of nodes whose parameters apply at run time.
 
 Own SIGINT/SIGTERM handlers instead of rclpy's: rclpy's would invalidate the context
 under a running callback, whose next publish then raises. Both signals end the spin
@@ -10,9 +11,10 @@ see one (an idle lock-step bridge ignored Ctrl-C until its next command).
 from __future__ import annotations
 
 import signal
-from typing import Callable
+from typing import Any, Callable
 
 import rclpy
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
@@ -40,3 +42,16 @@ def run_node(make_node: Callable[[], Node], args=None, wake_s: float = 0.1) -> N
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+
+
+def check_parameter_update(current: dict[str, Any], params, build: Callable[[dict[str, Any]], Any]
+                           ) -> SetParametersResult:
+    """On-set validator: ``current`` values overlaid with the parameters being set (names not in
+    ``current`` are ignored) must pass ``build``; its ValueError/TypeError is the refusal reason."""
+    values = dict(current)
+    values.update({p.name: p.value for p in params if p.name in current})
+    try:
+        build(values)
+    except (ValueError, TypeError) as exc:
+        return SetParametersResult(successful=False, reason=str(exc))
+    return SetParametersResult(successful=True)

@@ -12,7 +12,6 @@ and are read-only; the clamp fraction, ages and timeouts take effect when set.
 from __future__ import annotations
 
 
-import rclpy
 from geometry_msgs.msg import PoseStamped
 from hilserl_msgs.msg import Action, Topics
 from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor, SetParametersResult
@@ -21,7 +20,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from hilserl_drivers.ee_control import EndEffectorLimits
 from hilserl_drivers.safety_limiter import LimiterConfig, SafetyLimiter
-from hilserl_drivers.node_main import run_node
+from hilserl_drivers.node_main import check_parameter_update, run_node
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -88,6 +87,13 @@ def _stamp_seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
+def _check_values(values: dict) -> None:
+    """Every parameter value usable (raises ValueError naming what is not)."""
+    limiter_config(values)
+    if values["log_throttle_s"] < 0 or values["command_timeout"] <= 0:
+        raise ValueError("command_timeout must be > 0 and log_throttle_s >= 0")
+
+
 class SafetyLimiterNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("safety_limiter", **kwargs)
@@ -115,15 +121,7 @@ class SafetyLimiterNode(Node):
 
     # ------------------------------------------------------------- parameters
     def _validate_parameters(self, params) -> SetParametersResult:
-        values = dict(self._values)
-        values.update({p.name: p.value for p in params if p.name in PARAMETERS})
-        try:
-            limiter_config(values)
-            if values["log_throttle_s"] < 0 or values["command_timeout"] <= 0:
-                raise ValueError("command_timeout must be > 0 and log_throttle_s >= 0")
-        except (ValueError, TypeError) as exc:
-            return SetParametersResult(successful=False, reason=str(exc))
-        return SetParametersResult(successful=True)
+        return check_parameter_update(self._values, params, _check_values)
 
     def _apply_parameters(self, params) -> None:
         self._values.update({p.name: p.value for p in params if p.name in PARAMETERS})

@@ -19,7 +19,6 @@ import array
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import PoseStamped
 from hilserl_msgs.msg import Action, NamedImage, Observation, Reward, Topics
 from hilserl_msgs.srv import ResetEpisode

@@ -16,7 +16,6 @@ import collections
 import threading
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import PoseStamped
 from hilserl_msgs.msg import Action, EpisodeStatus, Reward, Topics
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
@@ -27,7 +26,7 @@ from sensor_msgs.msg import JointState
 from hilserl_sim.expert import EXPERT_DEFAULTS
 from hilserl_sim.scenes import ARMS
 from hilserl_sim.simulated_human import RULE_KINDS, InterventionRule, SimulatedHuman
-from hilserl_drivers.node_main import run_node
+from hilserl_drivers.node_main import check_parameter_update, run_node
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 KEPT_FRAMES = 32
@@ -110,13 +109,7 @@ class SimulatedHumanNode(Node):
 
     # ------------------------------------------------------------- parameters
     def _validate_parameters(self, params) -> SetParametersResult:
-        values = dict(self._values)
-        values.update({p.name: p.value for p in params if p.name in PARAMETERS})
-        try:
-            _rule(values)
-        except (ValueError, TypeError) as exc:
-            return SetParametersResult(successful=False, reason=str(exc))
-        return SetParametersResult(successful=True)
+        return check_parameter_update(self._values, params, _rule)
 
     def _apply_parameters(self, params) -> None:
         with self._lock:

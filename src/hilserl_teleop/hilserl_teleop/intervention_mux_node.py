@@ -15,7 +15,6 @@ import collections
 import threading
 
 import numpy as np
-import rclpy
 from hilserl_msgs.msg import Action, Topics
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
@@ -24,7 +23,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_srvs.srv import SetBool
 
 from hilserl_teleop.intervention_mux import INPUT_SOURCES, Command, HumanInput, InterventionMux, MuxConfig
-from hilserl_drivers.node_main import run_node
+from hilserl_drivers.node_main import check_parameter_update, run_node
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 KEPT_HUMAN_ACTIONS = 64
@@ -106,13 +105,7 @@ class InterventionMuxNode(Node):
 
     # ------------------------------------------------------------- parameters
     def _validate_parameters(self, params) -> SetParametersResult:
-        values = dict(self._values)
-        values.update({p.name: p.value for p in params if p.name in PARAMETERS})
-        try:
-            _mux_config(values)
-        except (ValueError, TypeError) as exc:
-            return SetParametersResult(successful=False, reason=str(exc))
-        return SetParametersResult(successful=True)
+        return check_parameter_update(self._values, params, _mux_config)
 
     def _apply_parameters(self, params) -> None:
         with self._lock:
