@@ -83,7 +83,9 @@ def _stamp(msg: Action) -> int:
 
 
 def test_intervention_set_through_the_parameter_service_takes_effect_on_the_next_action(ros):
-    mux = _mux(ros, handback_hold_steps=1)
+    # The human action below must stay fresh across parameter-service round trips, which can
+    # take over the default 0.5 s human_timeout_s on a loaded machine; freshness is not tested here.
+    mux = _mux(ros, handback_hold_steps=1, human_timeout_s=10.0)
     op = Operator(ros)
     assert wait_for(op.ready, 10.0)
     t = op.node.get_clock().now().nanoseconds
