@@ -232,7 +232,10 @@ def test_r6_actor_killed_and_replaced_gets_current_weights_at_once(graph):
     waited = float(got.group(1)) - up
     print(f"R6: new actor got weights v{got.group(2)} {waited * 1e3:.0f} ms after its node was up "
           f"(the killed actor had v{max(old)})")
-    assert int(got.group(2)) >= max(old) > 1 and waited < 2.0
+    # "At once": the weights already published (TRANSIENT_LOCAL), not the next publication; the
+    # paced learner publishes nothing while no actor runs. The bound only covers DDS discovery,
+    # which takes up to ~2 s on a loaded 2-core machine.
+    assert int(got.group(2)) >= max(old) > 1 and waited < 5.0
     before = actor_steps(graph)
     assert wait_for(lambda: actor_steps(graph) >= before + 40, 60.0), graph.outputs["actor"].tail()
     assert graph.procs["learner"].poll() is None  # the learner never hung or died

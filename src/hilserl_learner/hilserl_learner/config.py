@@ -45,6 +45,12 @@ class RLPDConfig:
     actor_q_reduction: str = "mean"  # ensemble reduction in the actor loss: "mean" or "min"
     grasp_discount: float | None = None  # discount of the grasp critic (None: discount)
     gripper_penalty: float = -0.02  # reward per gripper command that changes the gripper state
+    # Large-margin loss of the grasp critic on demonstration and intervention transitions
+    # (DQfD): Q(s, a_expert) must exceed every other Q(s, a) by grasp_margin. The TD gap
+    # between closing now and one step later is only about (1 - discount) * V, so without
+    # it the greedy gripper hovers open at the cube. 0 weight: plain double DQN (HIL-SERL).
+    grasp_margin: float = 0.1
+    grasp_margin_weight: float = 0.0
     learning_starts: int = 100  # online transitions before the first update
     # Environment steps at the start whose (non-deterministic) actions are uniform
     # random instead of the policy's (RLPDAgent.act with env_step < random_steps).
@@ -66,6 +72,8 @@ class RLPDConfig:
         if self.grasp_discount is not None:
             _check_finite(self, "grasp_discount", 0.0, 1.0)
         _check_finite(self, "gripper_penalty", -1e3, 0.0)
+        _check_finite(self, "grasp_margin", 0.0, 1e3)
+        _check_finite(self, "grasp_margin_weight", 0.0, 1e3)
         _check_positive_int(self, "learning_starts", allow_zero=True)
         _check_positive_int(self, "random_steps", allow_zero=True)
         _check_positive_int(self, "seed", allow_zero=True)

@@ -547,7 +547,10 @@ class LearnerNode(Node):
                 if wait is None or (wait > 0 and not self.log.sync_due()):
                     self._log_cv.wait(timeout=0.1 if wait is None else wait)
                     continue
-                durable = self.log.sync()
+                batch = self.log.take_pending()
+            # fsync without the intake lock: transitions keep arriving while the disk works
+            durable = self.log.write_batch(batch)
+            with self._log_cv:
                 items = [(r.position, *self._pending.pop(r.position)) for r in durable]
                 started = [self._received_at.pop(r.position) for r in durable]
             states: list[np.ndarray] = []

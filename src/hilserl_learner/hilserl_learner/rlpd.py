@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from hilserl_learner.buffers import TransitionBatch
+from hilserl_learner.buffers import TransitionBatch, TransitionSource
 from hilserl_learner.config import LearnerConfig
 from hilserl_policy.encoders import ObservationEncoder
 from hilserl_policy.networks import (  # noqa: F401  (gripper_change_penalty: re-exported)
@@ -74,6 +74,16 @@ def grasp_critic_target(rewards: torch.Tensor, gripper_penalties: torch.Tensor,
     best = next_q_online.argmax(dim=-1, keepdim=True)
     next_value = next_q_target.gather(-1, best).squeeze(-1)
     return rewards + gripper_penalties + discount * (1.0 - terminated) * next_value
+
+
+def grasp_margin_loss(q_all: torch.Tensor, actions: torch.Tensor, expert: torch.Tensor,
+                      margin: float) -> torch.Tensor:
+    """Large-margin loss (DQfD) on the expert rows: max_a [Q(s, a) + margin * (a != a_E)] - Q(s, a_E),
+    averaged over the expert rows (0 when the batch has none)."""
+    penalties = torch.full_like(q_all, margin).scatter_(1, actions.unsqueeze(1), 0.0)
+    excess = (q_all + penalties).max(dim=1).values - q_all.gather(1, actions.unsqueeze(1)).squeeze(1)
+    weights = expert.to(q_all.dtype)
+    return (excess * weights).sum() / weights.sum().clamp(min=1.0)
 
 
 UPDATE_METRIC_KEYS = ("losses/critic", "values/q_mean", "values/target_q_mean", "losses/actor",
@@ -283,7 +293,12 @@ class RLPDAgent:
             target = grasp_critic_target(
                 batch.rewards, batch.gripper_penalties, batch.terminated, self.grasp_discount,
                 self.grasp_critic(next_features), self.target_grasp_critic(next_features))
-        return (q_taken - target).square().mean(), q_taken.detach().mean()
+        loss = (q_taken - target).square().mean()
+        rl = self.config.rlpd
+        if rl.grasp_margin_weight > 0:
+            loss = loss + rl.grasp_margin_weight * grasp_margin_loss(
+                q_all, batch.gripper_actions, batch.sources != TransitionSource.POLICY, rl.grasp_margin)
+        return loss, q_taken.detach().mean()
 
     def update_actor(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         """Actor and temperature update alone, against the current critic."""

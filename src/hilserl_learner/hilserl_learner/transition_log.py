@@ -14,7 +14,13 @@ actor-id length, the sequence and the body). The payload is whatever the caller
 stores; the learner node stores the CDR-serialised ``Transition`` message (no pickle).
 
 Writing. ``append`` only buffers; ``sync`` writes the buffered records with one
-``write`` and one ``fsync`` and returns the records that are now durable.
+``write`` and one ``fsync`` and returns the records that are now durable. A
+threaded writer splits it: ``take_pending`` (cheap: it detaches the buffered
+batch) under the lock that guards ``append``, then ``write_batch`` without it,
+so records keep arriving while the disk works (group commit: a slow ``fsync``
+makes the next batch larger, not the intake slower). One thread writes batches;
+file operations (``write_batch``, ``retire``, ``records``, ``close``) hold the
+log's own I/O lock.
 ``sync_due`` says when a batch is due (``sync_every`` records or
 ``sync_interval_s`` after its oldest record), so a caller fsyncs in small
 batches both under load and when traffic is sparse. A segment is closed (and
@@ -35,6 +41,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -69,6 +76,14 @@ class DurableRecord:
     position: int
     actor_id: str
     sequence: int
+
+
+@dataclass(frozen=True)
+class PendingBatch:
+    """Records detached by ``take_pending``, to be written by ``write_batch``."""
+
+    data: bytes
+    records: list[DurableRecord]
 
 
 @dataclass
@@ -178,6 +193,7 @@ class TransitionLog:
         self._pending = bytearray()
         self._pending_records: list[DurableRecord] = []
         self._oldest_pending = 0.0
+        self._io_lock = threading.Lock()
         self.directory.mkdir(parents=True, exist_ok=True)
         self.recovery = self._recover()
         self._fd = -1
@@ -297,34 +313,46 @@ class TransitionLog:
 
     def sync(self) -> list[DurableRecord]:
         """Write and fsync the buffered records; returns those now durable, in order."""
+        return self.write_batch(self.take_pending())
+
+    def take_pending(self) -> PendingBatch | None:
+        """Detach the buffered records (None if there are none); ``write_batch`` makes them durable."""
         if not self._pending_records:
-            return []
-        started = time.monotonic()
-        data = memoryview(bytes(self._pending))
-        hook = self._crash_hook
-        if hook is not None:
-            half = len(data) // 2
-            self._write_all(data[:half])
-            hook("mid_write")
-            self._write_all(data[half:])
-            hook("after_write")
-        else:
-            self._write_all(data)
-        os.fsync(self._fd)
-        if hook is not None:
-            hook("after_fsync")
-        self._last_segment_bytes += len(data)
-        durable = self._pending_records
+            return None
+        batch = PendingBatch(bytes(self._pending), self._pending_records)
         self._pending = bytearray()
         self._pending_records = []
-        self.durable_position = durable[-1].position
-        if self._last_segment_bytes >= self.segment_bytes:
-            self._start_segment(self.next_position)
-        elapsed = time.monotonic() - started
-        self.syncs += 1
-        self.sync_seconds_total += elapsed
-        self.sync_seconds_max = max(self.sync_seconds_max, elapsed)
-        return durable
+        return batch
+
+    def write_batch(self, batch: PendingBatch | None) -> list[DurableRecord]:
+        """Write and fsync a batch from ``take_pending``; returns its records, now durable.
+        Batches must be written in the order they were taken (one writer thread)."""
+        if batch is None:
+            return []
+        with self._io_lock:
+            started = time.monotonic()
+            data = memoryview(batch.data)
+            hook = self._crash_hook
+            if hook is not None:
+                half = len(data) // 2
+                self._write_all(data[:half])
+                hook("mid_write")
+                self._write_all(data[half:])
+                hook("after_write")
+            else:
+                self._write_all(data)
+            os.fsync(self._fd)
+            if hook is not None:
+                hook("after_fsync")
+            self._last_segment_bytes += len(data)
+            self.durable_position = batch.records[-1].position
+            if self._last_segment_bytes >= self.segment_bytes:
+                self._start_segment(batch.records[-1].position + 1)
+            elapsed = time.monotonic() - started
+            self.syncs += 1
+            self.sync_seconds_total += elapsed
+            self.sync_seconds_max = max(self.sync_seconds_max, elapsed)
+        return batch.records
 
     def _write_all(self, data: memoryview) -> None:
         while data:
@@ -353,11 +381,12 @@ class TransitionLog:
         """Delete closed segments whose records all have positions <= ``position``;
         returns how many were deleted. The segment being written is never deleted."""
         removed = 0
-        while len(self._segment_starts) > 1 and self._segment_starts[1] - 1 <= position:
-            os.unlink(_segment_path(self.directory, self._segment_starts.pop(0)))
-            removed += 1
-        if removed:
-            _fsync_dir(self.directory)
+        with self._io_lock:
+            while len(self._segment_starts) > 1 and self._segment_starts[1] - 1 <= position:
+                os.unlink(_segment_path(self.directory, self._segment_starts.pop(0)))
+                removed += 1
+            if removed:
+                _fsync_dir(self.directory)
         return removed
 
     @property
@@ -367,9 +396,10 @@ class TransitionLog:
     def close(self) -> list[DurableRecord]:
         """Sync what is pending and close the file; returns the records made durable."""
         durable = self.sync() if self._fd >= 0 else []
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        with self._io_lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
         return durable
 
     def __enter__(self) -> "TransitionLog":

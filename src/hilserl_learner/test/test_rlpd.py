@@ -13,6 +13,7 @@ from hilserl_learner.rlpd import (
     UpdateSchedule,
     critic_target,
     grasp_critic_target,
+    grasp_margin_loss,
     UPDATE_METRIC_KEYS,
     gripper_change_penalty,
     metrics_to_floats,
@@ -83,6 +84,34 @@ def test_grasp_target_is_double_dqn_with_penalty():
         next_q_target=torch.tensor([[10.0, 20.0, 30.0], [1.0, 1.0, 1.0]]))
     # Row 0: the online net picks index 1 (not the target's argmax 2) -> 1 - 0.02 + 0.9 * 20.
     torch.testing.assert_close(target, torch.tensor([18.98, -0.02]))
+
+
+def test_grasp_margin_loss_hand_computed():
+    q = torch.tensor([[1.0, 0.95, 0.2], [0.5, 0.9, 0.1], [3.0, 0.0, 0.0]])
+    actions = torch.tensor([0, 1, 1])
+    # row 0: expert closes, stay is within the margin: max(1.0, 1.05, 0.3) - 1.0 = 0.05
+    # row 1: expert stays and leads by more than the margin: 0; row 2 is a policy row (ignored)
+    expert = torch.tensor([True, True, False])
+    torch.testing.assert_close(grasp_margin_loss(q, actions, expert, 0.1), torch.tensor(0.025))
+    assert grasp_margin_loss(q, actions, torch.zeros(3, dtype=torch.bool), 0.1).item() == 0.0
+
+
+def test_grasp_margin_teaches_the_expert_choice_only_on_expert_rows():
+    """With the margin loss, demo rows' gripper choice becomes the greedy one; policy rows
+    (no expert) are left to the TD loss alone."""
+    config = small_config(has_gripper=True, grasp_margin=0.1, grasp_margin_weight=1.0,
+                          critic_lr=1e-2)
+    agent = RLPDAgent(config)
+    base = make_batch(config.spec, batch=32, seed=3)
+    labels = (base.observations["state"][:, 0] > 0).long() * 2  # close (0) or open (2) by a state sign
+    sources = torch.tensor([1] * 16 + [0] * 16)
+    batch = base._replace(gripper_actions=labels, sources=sources)
+    for _ in range(300):
+        agent.update(batch)
+    with torch.no_grad():
+        features = agent.encoder(batch.observations)
+        greedy = agent.grasp_critic(features).argmax(dim=1)
+    assert (greedy[:16] == labels[:16]).float().mean().item() == 1.0
 
 
 def constant_target_critic(agent, values):

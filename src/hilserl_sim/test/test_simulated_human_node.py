@@ -95,6 +95,13 @@ def test_one_human_action_per_frame_and_the_expert_picks_the_cube(ros):
                     and human.count_publishers(Topics.REWARD) >= 1, 10.0)
     follower.reset(seed=4)
     success, used = follower.run_episode(0)
+
+    def every_frame_answered() -> bool:
+        with follower.lock:
+            return {_ns(r.header) for r in follower.rewards[1:]} <= {_ns(h.header) for h in follower.humans}
+
+    # the answer to the last (success) frame may still be on its way when the episode ends
+    wait_for(every_frame_answered, 5.0)
     with follower.lock:
         frames = [_ns(r.header) for r in follower.rewards]
         human_stamps = [_ns(h.header) for h in follower.humans]
