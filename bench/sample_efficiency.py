@@ -55,7 +55,9 @@ def run_one(job: dict) -> dict:
         spec=spec,
         networks=NetworkConfig(critic=CriticConfig(num_critics=job["critics"],
                                                    target_subset_size=min(2, job["critics"]))),
-        rlpd=RLPDConfig(utd_ratio=job["utd"], seed=seed, random_steps=job["random_steps"]),
+        rlpd=RLPDConfig(utd_ratio=job["utd"], seed=seed, random_steps=job["random_steps"],
+                        actor_bc_weight=job["actor_bc_weight"],
+                        grasp_margin_weight=job["grasp_margin_weight"]),
         replay=ReplayConfig(online_capacity=max(job["steps"], 1), demo_capacity=20_000))
     training = TrainingConfig(total_env_steps=job["steps"], num_demos=job["demos"],
                               eval_every=job["eval_every"], eval_episodes=job["eval_episodes"],
@@ -108,6 +110,7 @@ def run_graph(job: dict) -> dict:
             "demo_file": demos, "checkpoint_dir": os.path.join(work, "checkpoints"), "tensorboard_dir": "",
             "seed": job["seed"], "utd_ratio": float(job["utd"]), "num_critics": job["critics"],
             "target_subset_size": min(2, job["critics"]), "random_steps": job["random_steps"],
+            "actor_bc_weight": job["actor_bc_weight"], "grasp_margin_weight": job["grasp_margin_weight"],
             "state_normalization": job["normalization"], "observation_layout": job["layout"]}},
         "simulated_human": {"ros__parameters": {
             "seed": job["seed"], "rule": job["rule"]["kind"],
@@ -231,6 +234,8 @@ def write_png(path: str, series: list[tuple[str, list[tuple[int, float]], bool]]
 
 
 def main(argv=None) -> int:
+    from hilserl_learner.config import RLPDConfig
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", help="write the JSON here")
     parser.add_argument("--png", help="write the learning-curve PNG here")
@@ -246,6 +251,10 @@ def main(argv=None) -> int:
     parser.add_argument("--utd", type=float, default=1.0, help="updates per env step")
     parser.add_argument("--critics", type=int, default=2)
     parser.add_argument("--random-steps", type=int, default=0)
+    parser.add_argument("--actor-bc", type=float, default=RLPDConfig.actor_bc_weight,
+                        help="actor behaviour-cloning weight on demo/intervention rows (0: pure RLPD)")
+    parser.add_argument("--grasp-margin-weight", type=float, default=RLPDConfig.grasp_margin_weight,
+                        help="grasp-critic large-margin loss weight on demo/intervention rows (0: off)")
     parser.add_argument("--rule", default="episode_probability",
                         choices=("episode_probability", "no_progress", "success_rate", "always"))
     parser.add_argument("--rule-p", type=float, default=0.5, help="rule's start_probability")
@@ -265,7 +274,8 @@ def main(argv=None) -> int:
     jobs = [{"mode": mode, "seed": seed, "steps": args.steps, "eval_every": args.eval_every,
              "eval_episodes": args.eval_episodes, "demos": args.demos, "layout": args.layout,
              "normalization": args.normalization, "utd": args.utd, "critics": args.critics,
-             "random_steps": args.random_steps, "rule": rule}
+             "random_steps": args.random_steps, "actor_bc_weight": args.actor_bc,
+             "grasp_margin_weight": args.grasp_margin_weight, "rule": rule}
             for mode in args.modes for seed in args.seeds]
     start = time.monotonic()
     if args.graph:

@@ -41,6 +41,22 @@ def test_parameter_files_are_keyed_by_the_node_names(name):
             assert "ros__parameters" in data[node.name]
 
 
+@pytest.mark.parametrize("name", sorted(COMPOSITIONS))
+def test_every_section_of_a_parameter_file_reaches_its_node(name):
+    """A section for a node that does not load the file is silently ignored: train.yaml's
+    safety_limiter section once was, and the limiter logged every paced pause."""
+    comp = COMPOSITIONS[name]
+    loaded = {}
+    for node in comp.nodes:
+        for f in node.parameter_files():
+            loaded.setdefault(f, set()).add(node.name)
+    for f, names in loaded.items():
+        sections = set(yaml.safe_load(f.read_text()))
+        composition_nodes = {node.name for node in comp.nodes}
+        unreached = (sections & composition_nodes) - names
+        assert not unreached, f"{f.name}: sections {sorted(unreached)} are not loaded by those nodes in {name!r}"
+
+
 def test_arguments_are_validated():
     comp = COMPOSITIONS["train"]
     assert comp.resolve_arguments({})["robot"] == "sim"

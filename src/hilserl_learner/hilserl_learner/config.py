@@ -50,7 +50,11 @@ class RLPDConfig:
     # between closing now and one step later is only about (1 - discount) * V, so without
     # it the greedy gripper hovers open at the cube. 0 weight: plain double DQN (HIL-SERL).
     grasp_margin: float = 0.1
-    grasp_margin_weight: float = 0.0
+    grasp_margin_weight: float = 1.0
+    # Behaviour-cloning term of the actor on demonstration and intervention transitions:
+    # weight * |tanh(mean(s)) - a_expert|^2 (summed over action dims). 0: pure RLPD.
+    # docs/training.md has the measurements behind both defaults.
+    actor_bc_weight: float = 0.5
     learning_starts: int = 100  # online transitions before the first update
     # Environment steps at the start whose (non-deterministic) actions are uniform
     # random instead of the policy's (RLPDAgent.act with env_step < random_steps).
@@ -74,6 +78,7 @@ class RLPDConfig:
         _check_finite(self, "gripper_penalty", -1e3, 0.0)
         _check_finite(self, "grasp_margin", 0.0, 1e3)
         _check_finite(self, "grasp_margin_weight", 0.0, 1e3)
+        _check_finite(self, "actor_bc_weight", 0.0, 1e3)
         _check_positive_int(self, "learning_starts", allow_zero=True)
         _check_positive_int(self, "random_steps", allow_zero=True)
         _check_positive_int(self, "seed", allow_zero=True)

@@ -145,6 +145,12 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     "utd_ratio": (1.0, _float("Critic updates per new online transition (pacing utd).", 0.001, 1e4)),
     "critic_actor_ratio": (2, _int("Critic updates per actor update.", 1, 100)),
     "learning_starts": (100, _int("Online transitions before the first update.", 0, 1 << 30)),
+    "actor_bc_weight": (0.5, _float("Behaviour-cloning weight of the actor on demonstration and "
+                                    "intervention transitions (0: pure RLPD).", 0.0, 1e3)),
+    "grasp_margin_weight": (1.0, _float("Large-margin (DQfD) loss weight of the grasp critic on "
+                                        "demonstration and intervention transitions (0: plain double "
+                                        "DQN).", 0.0, 1e3)),
+    "grasp_margin": (0.1, _float("Margin by which the expert's gripper choice must lead.", 0.0, 1e3)),
     "random_steps": (0, _int("Warm-up env steps with uniform random actions (sent with the "
                              "weights; the actor applies them).", 0, 1 << 30)),
     "seed": (0, _int("Seed of the learner's RNGs.", 0, 1 << 31)),
@@ -198,7 +204,8 @@ def _spec_and_config(p: dict[str, Any]) -> LearnerConfig:
         grasp_critic=GraspCriticConfig(hidden_dims=hidden))
     rlpd_fields = {f.name for f in dataclasses.fields(RLPDConfig)}
     rlpd = {k: p[k] for k in ("batch_size", "discount", "utd_ratio", "critic_actor_ratio",
-                              "learning_starts", "seed", "random_steps") if k in rlpd_fields}
+                              "learning_starts", "seed", "random_steps", "actor_bc_weight",
+                              "grasp_margin_weight", "grasp_margin") if k in rlpd_fields}
     replay = ReplayConfig(online_capacity=p["online_capacity"], demo_capacity=p["demo_capacity"],
                           demo_fraction=p["demo_fraction"])
     return LearnerConfig(spec=spec, networks=networks, rlpd=RLPDConfig(**rlpd), replay=replay,

@@ -86,6 +86,13 @@ def grasp_margin_loss(q_all: torch.Tensor, actions: torch.Tensor, expert: torch.
     return (excess * weights).sum() / weights.sum().clamp(min=1.0)
 
 
+def actor_bc_loss(mean_actions: torch.Tensor, actions: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+    """Squared distance of the deterministic action to the expert's, summed over action
+    dimensions and averaged over the expert rows (0 when the batch has none)."""
+    weights = expert.to(mean_actions.dtype)
+    return ((mean_actions - actions).square().sum(dim=1) * weights).sum() / weights.sum().clamp(min=1.0)
+
+
 UPDATE_METRIC_KEYS = ("losses/critic", "values/q_mean", "values/target_q_mean", "losses/actor",
                       "losses/temperature", "charts/temperature", "charts/entropy",
                       "charts/actor_updated")
@@ -246,6 +253,9 @@ class RLPDAgent:
                    "values/target_q_mean": target_q.mean()}
         q_pi = self.critic(features, actions, detach_params=True)
         actor_loss = self._actor_losses(q_pi, log_probs, metrics)
+        if self.config.rlpd.actor_bc_weight > 0:
+            actor_loss = actor_loss + self.config.rlpd.actor_bc_weight * actor_bc_loss(
+                self.actor.mean_action(features), batch.actions, batch.sources != TransitionSource.POLICY)
         self._step(critic_loss + actor_loss, batch, features, next_features, metrics)
         self.num_actor_updates += 1
         return metrics

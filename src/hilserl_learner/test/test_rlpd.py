@@ -14,6 +14,7 @@ from hilserl_learner.rlpd import (
     critic_target,
     grasp_critic_target,
     grasp_margin_loss,
+    actor_bc_loss,
     UPDATE_METRIC_KEYS,
     gripper_change_penalty,
     metrics_to_floats,
@@ -94,6 +95,23 @@ def test_grasp_margin_loss_hand_computed():
     expert = torch.tensor([True, True, False])
     torch.testing.assert_close(grasp_margin_loss(q, actions, expert, 0.1), torch.tensor(0.025))
     assert grasp_margin_loss(q, actions, torch.zeros(3, dtype=torch.bool), 0.1).item() == 0.0
+
+
+def test_actor_bc_loss_hand_computed_and_pulls_the_actor_to_expert_actions():
+    mean = torch.tensor([[0.5, 0.0], [1.0, 1.0], [0.0, 0.0]])
+    expert_actions = torch.tensor([[0.0, 0.0], [1.0, 0.0], [9.0, 9.0]])
+    rows = torch.tensor([True, True, False])  # row 2 is the policy's own: ignored
+    torch.testing.assert_close(actor_bc_loss(mean, expert_actions, rows), torch.tensor(0.625))
+    config = small_config(actor_bc_weight=5.0, actor_lr=3e-3)
+    agent = RLPDAgent(config)
+    batch = make_batch(config.spec, batch=32, seed=4)
+    target = torch.full_like(batch.actions, 0.6)
+    batch = batch._replace(actions=target, sources=torch.ones(32, dtype=torch.int64))
+    for _ in range(200):
+        agent.update(batch)
+    with torch.no_grad():
+        mean_action = agent.actor.mean_action(agent.encoder(batch.observations))
+    assert (mean_action - 0.6).abs().mean().item() < 0.1  # without the term: 1.6
 
 
 def test_grasp_margin_teaches_the_expert_choice_only_on_expert_rows():
