@@ -52,6 +52,14 @@ class ArgumentSpec:
     choices: tuple[str, ...] = ()
 
 
+def when_holds(value: str | None, condition: str) -> bool:
+    """A node's ``when`` condition on one argument: "v" holds for v, "!v" for anything but v
+    ("!" alone: any non-empty value)."""
+    if condition.startswith("!"):
+        return value != condition[1:]
+    return value == condition
+
+
 @dataclass(frozen=True)
 class NodeSpec:
     package: str
@@ -61,7 +69,7 @@ class NodeSpec:
     parameters: tuple[str, ...] = ()           # file names in config/
     remappings: tuple[tuple[str, str], ...] = ()
     required: bool = False                     # when it exits, everything stops
-    when: tuple[tuple[str, str], ...] = ()     # (argument, value) pairs that must all hold
+    when: tuple[tuple[str, str], ...] = ()     # (argument, value) pairs that must all hold; "!v": not v
     arguments: tuple[str, ...] = ()            # extra command-line arguments
     extra_parameter_files: tuple[str, ...] = ()  # given at start (runner --params-file), applied last
     set: tuple[tuple[str, str], ...] = ()      # (parameter, launch argument): the argument's value, applied last
@@ -116,7 +124,7 @@ class Composition:
         return out
 
     def selected_nodes(self, values: dict[str, str]) -> list[NodeSpec]:
-        return [n for n in self.nodes if all(values.get(k) == v for k, v in n.when)]
+        return [n for n in self.nodes if all(when_holds(values.get(k), v) for k, v in n.when)]
 
     def environment(self, values: dict[str, str]) -> dict[str, str]:
         """Environment variables the common arguments set for every node."""
@@ -185,7 +193,7 @@ def load_compositions(path: Path = DESCRIPTION_FILE) -> dict[str, Composition]:
                 spec = next((a for a in comp.arguments if a.name == k), None)
                 if spec is None:
                     raise CompositionError(f"{path}: node {n.name} of '{name}' depends on unknown argument {k}")
-                if spec.choices and v not in spec.choices:
+                if spec.choices and v.removeprefix("!") not in spec.choices:
                     raise CompositionError(f"{path}: node {n.name} of '{name}' needs {k}={v}, not a choice")
         if dup and not all(n.when for n in nodes if n.namespace + "/" + n.name in dup):
             raise CompositionError(f"{path}: composition '{name}' names node(s) {', '.join(sorted(dup))} twice")
@@ -209,7 +217,8 @@ def launch_description(name: str):
     from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable, Shutdown
     from launch.conditions import IfCondition
-    from launch.substitutions import AndSubstitution, EqualsSubstitution, LaunchConfiguration
+    from launch.substitutions import (AndSubstitution, EqualsSubstitution, LaunchConfiguration,
+                                      NotEqualsSubstitution)
     from launch_ros.actions import Node
 
     comp = load_compositions()[name]
@@ -231,7 +240,8 @@ def launch_description(name: str):
     for n in comp.nodes:
         condition = None
         if n.when:
-            tests = [EqualsSubstitution(LaunchConfiguration(k), v) for k, v in n.when]
+            tests = [NotEqualsSubstitution(LaunchConfiguration(k), v[1:]) if v.startswith("!")
+                     else EqualsSubstitution(LaunchConfiguration(k), v) for k, v in n.when]
             expr = tests[0]
             for t in tests[1:]:
                 expr = AndSubstitution(expr, t)

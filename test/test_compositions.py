@@ -57,6 +57,23 @@ def test_every_section_of_a_parameter_file_reaches_its_node(name):
         assert not unreached, f"{f.name}: sections {sorted(unreached)} are not loaded by those nodes in {name!r}"
 
 
+def test_when_conditions_and_the_env_argument_select_the_hosted_task_variant():
+    assert hc.when_holds("", "") and not hc.when_holds("x", "")
+    assert hc.when_holds("x", "!") and not hc.when_holds("", "!")
+    assert hc.when_holds("sim", "!real") and not hc.when_holds("real", "!real")
+    comp = COMPOSITIONS["train"]
+    pick = comp.selected_nodes(comp.resolve_arguments({}))
+    gym = comp.selected_nodes(comp.resolve_arguments({"env": "InvertedPendulum-v5"}))
+    assert sorted(n.name for n in pick) == sorted(["sim_bridge", "simulated_human", "intervention_mux",
+                                                    "safety_limiter", "learner", "actor"])
+    assert sorted(n.name for n in gym) == sorted(["sim_bridge", "intervention_mux", "safety_limiter",
+                                                   "learner", "actor"])
+    assert all("train_gym.yaml" in n.parameters for n in gym if n.name != "intervention_mux")
+    assert not any("train_gym.yaml" in n.parameters for n in pick)
+    bridge = next(n for n in gym if n.name == "sim_bridge")
+    assert "gym_env_id:=InvertedPendulum-v5" in bridge.ros_arguments({"env": "InvertedPendulum-v5"})
+
+
 def test_arguments_are_validated():
     comp = COMPOSITIONS["train"]
     assert comp.resolve_arguments({})["robot"] == "sim"

@@ -129,6 +129,44 @@ def test_short_training_run_through_the_runner(tmp_path, demo_file, ros_domain_i
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == before
 
 
+def test_a_gymnasium_task_trains_through_the_same_graph(tmp_path, ros_domain_id):
+    """train env:=InvertedPendulum-v5: the bridge hosts the task, the learner takes its spec from
+    the task, the limiter runs without a workspace, no simulated human; every transition is
+    stored once and the evaluations report the task's return."""
+    params = tmp_path / "gym.yaml"
+    params.write_text(yaml.safe_dump({
+        "actor": {"ros__parameters": {"max_env_steps": 300, "eval_every_steps": 150, "eval_episodes": 2,
+                                      "results_dir": str(tmp_path / "results")}},
+        "learner": {"ros__parameters": {"checkpoint_dir": str(tmp_path / "ckpt"), "tensorboard_dir": "",
+                                        "batch_size": 32, "hidden_dims": [32, 32], "learning_starts": 50,
+                                        "random_steps": 50, "publish_every_updates": 10,
+                                        "report_period_s": 1.0}}}))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "launch" / "runner.py"), "--params-file", str(params),
+                             "train", "env:=InvertedPendulum-v5", f"domain_id:={ros_domain_id}"],
+                            env=isolated_environment(ros_domain_id), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    out = Output(proc)
+    try:
+        code = proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert code == 0, out.tail()
+    assert not out.find(r"\[simulated_human\]"), "no simulated human on a hosted task"
+    assert out.find(r"\[learner\] .*state_dim=4 cameras=\[\] gripper=False"), out.tail()
+    assert out.find(r"\[safety_limiter\] .*without a workspace"), out.tail()
+    curve = json.loads((tmp_path / "results" / "curve.json").read_text())["curve"]
+    print("curve:", curve)
+    assert len(curve) == 2 and curve[-1]["env_steps"] >= 300
+    # InvertedPendulum-v5 pays 1 per step until the pole falls (0 on that step)
+    for point in curve:
+        assert point["mean_return"] >= point["mean_length"] - 1 and point["mean_return"] > 0
+    frontiers, online = stored_frontiers(tmp_path / "ckpt")
+    (_, frontier), = frontiers.items()
+    assert frontier == curve[-1]["env_steps"] - 1 and online == curve[-1]["env_steps"]
+
+
 def test_eval_refuses_an_empty_checkpoint_dir(tmp_path, demo_file, ros_domain_id):
     evaluation = subprocess.run(
         [sys.executable, str(ROOT / "launch" / "runner.py"), "eval", f"domain_id:={ros_domain_id}",

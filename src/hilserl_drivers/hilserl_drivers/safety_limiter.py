@@ -63,6 +63,9 @@ class LimiterConfig:
     """A command whose stamp is older than this (s) is stale; 0 disables the age check."""
     pose_timeout: float = 0.5
     """A measured pose older than this (s) is not trusted: hold; 0 trusts the latest pose at any age."""
+    workspace: bool = True
+    """False: the driven system has no end effector (a hosted gymnasium task): no pose is needed
+    and only the per-step clamp applies (plus every rejection)."""
 
     def validate(self) -> None:
         """Raise ValueError naming the first field that is not usable."""
@@ -168,7 +171,8 @@ class SafetyLimiter:
                 return "future"
         if self._last_stamp is not None and stamp <= self._last_stamp:
             return "out_of_order"
-        if self._pose is None or (cfg.pose_timeout > 0.0 and now - self._pose_time > cfg.pose_timeout):
+        if cfg.workspace and (self._pose is None or
+                              (cfg.pose_timeout > 0.0 and now - self._pose_time > cfg.pose_timeout)):
             return "no_pose"
         return None
 
@@ -194,6 +198,8 @@ class SafetyLimiter:
         """
         cfg, lim = self.config, self.config.limits
         stepped = np.clip(clean, -cfg.max_delta, cfg.max_delta)
+        if not cfg.workspace:
+            return stepped
         scale = np.array([lim.max_step_translation] * 3 + [lim.max_step_rotation] * 3)
         # The rotation offset is not measured here: start from the rpy box's point nearest 0,
         # so an axis with an empty range gets no rotation and the others keep their step.

@@ -43,6 +43,8 @@ PARAMETERS = {
                              "stale; 0 disables", False, (0.0, 60.0)),
     "pose_timeout": (1.0, "hold while the latest ee_pose is older than this (s); 0 trusts the latest pose at "
                           "any age", False, (0.0, 60.0)),
+    "workspace": (True, "true: an end-effector driver (bounds box, needs ee_pose); false: a system without "
+                        "one, e.g. a hosted gymnasium task (per-step clamp and rejections only)", True, None),
     "command_timeout": (0.2, "watchdog: input silent this long (s) is logged as a silence (nothing is "
                              "published meanwhile: the driver holds)", False, (0.01, 10.0)),
     "watchdog_rate_hz": (20.0, "how often the watchdog checks for silence", True, (1.0, 1000.0)),
@@ -74,7 +76,7 @@ def limiter_config(values: dict) -> LimiterConfig:
     )
     config = LimiterConfig(limits=limits, max_delta=float(values["max_delta"]),
                            max_command_age=float(values["max_command_age"]),
-                           pose_timeout=float(values["pose_timeout"]))
+                           pose_timeout=float(values["pose_timeout"]), workspace=bool(values["workspace"]))
     try:
         config.validate()
     except ValueError as exc:
@@ -113,8 +115,12 @@ class SafetyLimiterNode(Node):
         self.create_subscription(Action, Topics.EXECUTED_ACTION, self._on_executed_action, RELIABLE)
         self.create_timer(1.0 / self._values["watchdog_rate_hz"], self._on_watchdog)
         lim = self.limiter.config.limits
-        self.get_logger().info(f"safety limiter: box {lim.position_low}..{lim.position_high} m, "
-                               f"step {lim.max_step_translation} m x {self.limiter.config.max_delta}")
+        if self.limiter.config.workspace:
+            self.get_logger().info(f"safety limiter: box {lim.position_low}..{lim.position_high} m, "
+                                   f"step {lim.max_step_translation} m x {self.limiter.config.max_delta}")
+        else:
+            self.get_logger().info(f"safety limiter without a workspace (no end effector): every delta "
+                                   f"clamped to +/-{self.limiter.config.max_delta}, malformed commands held")
 
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9

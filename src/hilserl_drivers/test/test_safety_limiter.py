@@ -94,6 +94,17 @@ def test_no_pose_or_an_old_pose_holds():
     assert limiter.rejections["no_pose"] == 3
 
 
+def test_without_a_workspace_no_pose_is_needed_and_only_the_step_clamp_applies():
+    limiter = SafetyLimiter(LimiterConfig(limits=LIMITS, pose_timeout=0.5, max_delta=0.5, workspace=False))
+    out = limiter.limit([1.0, -0.2, 0.0, 0.0, 0.3, -1.0], 0, stamp=1.0, now=1.0)  # never a pose
+    assert out.rejected is None and out.clamped
+    np.testing.assert_allclose(out.deltas, [0.5, -0.2, 0.0, 0.0, 0.3, -0.5])  # rpy box not applied
+    assert limiter.limit([math.nan, 0, 0], 0, stamp=1.1, now=1.1).rejected == "malformed"
+    assert limiter.limit([2.0, 0, 0], 0, stamp=1.2, now=1.2).rejected == "out_of_range"
+    assert limiter.limit([0.1, 0, 0], 0, stamp=0.9, now=1.3).rejected == "out_of_order"
+    assert limiter.rejections["no_pose"] == 0
+
+
 def test_per_step_clamp_and_box_clamp_only_shorten_steps():
     limiter = _limiter(max_delta=0.4)
     out = limiter.limit([1.0, -1.0, 0.2, 0, 0, 1.0], 0, stamp=1.0, now=1.0)

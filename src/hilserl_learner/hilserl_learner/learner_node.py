@@ -126,6 +126,10 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     "camera_names": ("", _text("Comma-separated camera keys (empty: state only), e.g. front,wrist.")),
     "image_size": (128, _int("Square image side in pixels.", 8, 1024)),
     "has_gripper": (True, _text("A 3-way gripper command is learned by the grasp critic.")),
+    "gym_env_id": ("", _text("Train on this gymnasium environment hosted by the bridge (scene gym): "
+                             "state_dim and action_dim come from its spaces, no gripper, no layout "
+                             "check. Empty: the spec parameters below.")),
+    "gym_env_kwargs": ("{}", _text("JSON keyword arguments of gym_env_id (as the bridge's).")),
     "observation_layout": ("relative", _text(
         "Observation layout the actor builds (hilserl_policy.observation); checked against the demo "
         "file's layout. Empty: not checked.")),
@@ -186,6 +190,27 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
                                           read_only=False)),
     "report_period_s": (5.0, _float("Seconds between progress lines.", 0.5, 3600.0, read_only=False)),
 }
+
+
+def _hosted_task_spec(env_id: str, kwargs_json: str) -> dict[str, Any]:
+    """Spec parameters of a gymnasium task as the bridge hosts it (its state vector and action)."""
+    import json
+
+    from hilserl_sim.gym_bridge import GymEnvHost
+
+    try:
+        kwargs = json.loads(kwargs_json)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"gym_env_kwargs is not JSON: {error}") from None
+    host = GymEnvHost(env_id, kwargs)  # ValueError naming gym_env_id when it cannot be hosted
+    try:
+        if host.camera_names:
+            raise ValueError(f"gym_env_id {env_id!r} has image observations {list(host.camera_names)}; "
+                             "the training graph takes hosted tasks with state observations only")
+        return {"state_dim": len(host.joint_names), "action_dim": len(host.action_map), "has_gripper": False,
+                "camera_names": "", "observation_layout": ""}
+    finally:
+        host.close()
 
 
 def _spec_and_config(p: dict[str, Any]) -> LearnerConfig:
@@ -317,6 +342,8 @@ class LearnerNode(Node):
         for name in ("pacing",):
             if p[name] not in PACING_MODES:
                 raise ValueError(f"parameter pacing: must be one of {PACING_MODES}, got {p[name]!r}")
+        if p["gym_env_id"]:
+            p.update(_hosted_task_spec(p["gym_env_id"], p["gym_env_kwargs"]))
         self.config = _spec_and_config(p)  # ValueError naming the field on bad values
         self.spec = self.config.spec
         self._p = p

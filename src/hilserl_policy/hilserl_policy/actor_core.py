@@ -71,9 +71,11 @@ class EpisodeTracker:
         self.episode_id, self.step, self.episode_return = episode_id, 0, 0.0
         self.intervention_steps, self.gripper_closed = 0, False
 
-    def record(self, reward: float, success: bool, gripper_command: int, intervened: bool
-               ) -> tuple[bool, bool, float]:
-        """Count one executed step; returns (terminated, truncated, gripper penalty of the step)."""
+    def record(self, reward: float, success: bool, gripper_command: int, intervened: bool,
+               env_terminated: bool = False, env_truncated: bool = False) -> tuple[bool, bool, float]:
+        """Count one executed step; returns (terminated, truncated, gripper penalty of the step).
+        Success or the environment's own end (``env_terminated``) terminates; the environment's
+        time limit (``env_truncated``) or ``max_steps`` truncates."""
         penalty = gripper_change_penalty(gripper_command_to_index(gripper_command), self.gripper_closed,
                                          self.gripper_penalty)
         if gripper_command == GRIPPER_CLOSE_COMMAND:
@@ -83,8 +85,8 @@ class EpisodeTracker:
         self.step += 1
         self.episode_return += float(reward)
         self.intervention_steps += int(intervened)
-        terminated = bool(success)
-        truncated = not terminated and self.step >= self.max_steps
+        terminated = bool(success) or bool(env_terminated)
+        truncated = not terminated and (bool(env_truncated) or self.step >= self.max_steps)
         return terminated, truncated, penalty
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 
 def write_learning_curve(path: str | Path, curve: list[dict], title: str = "",
-                         target: float | None = 0.95) -> None:
-    """PNG of ``curve`` (dicts with env_steps, success_rate and mean_length), off-screen."""
+                         target: float | None = 0.95, metric: str = "success") -> None:
+    """PNG of ``curve`` (dicts with env_steps, success_rate, mean_length and, for
+    ``metric="return"``, mean_return), off-screen."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -15,13 +16,18 @@ def write_learning_curve(path: str | Path, curve: list[dict], title: str = "",
 
     steps = [p["env_steps"] for p in curve]
     fig, success_axis = plt.subplots(figsize=(7, 4), dpi=100)
-    success_axis.plot(steps, [100 * p["success_rate"] for p in curve], "o-", color="tab:blue",
-                      label="success (deterministic evaluation)")
-    if target is not None:
-        success_axis.axhline(100 * target, color="tab:gray", linestyle=":", label=f"{target:.0%}")
+    if metric == "return":
+        success_axis.plot(steps, [p["mean_return"] for p in curve], "o-", color="tab:blue",
+                          label="mean return (deterministic evaluation)")
+        success_axis.set_ylabel("mean episode return")
+    else:
+        success_axis.plot(steps, [100 * p["success_rate"] for p in curve], "o-", color="tab:blue",
+                          label="success (deterministic evaluation)")
+        if target is not None:
+            success_axis.axhline(100 * target, color="tab:gray", linestyle=":", label=f"{target:.0%}")
+        success_axis.set_ylabel("success rate (%)")
+        success_axis.set_ylim(-2, 102)
     success_axis.set_xlabel("env steps")
-    success_axis.set_ylabel("success rate (%)")
-    success_axis.set_ylim(-2, 102)
     success_axis.grid(alpha=0.3)
     length_axis = success_axis.twinx()
     length_axis.plot(steps, [p["mean_length"] for p in curve], "s--", color="tab:orange", alpha=0.6,

@@ -58,6 +58,24 @@ from sensor_msgs.msg import JointState
 from hilserl_policy.actor_core import EpisodeTracker, FrameAssembler, ResendQueue
 from hilserl_policy.learning_curve import write_learning_curve
 from hilserl_policy.observation import LAYOUT_NAMES, ObservationLayout
+
+VECTOR_LAYOUT = "state"
+ACTOR_LAYOUTS = (*LAYOUT_NAMES, VECTOR_LAYOUT)
+ACTION_FIELDS = (("linear", "x"), ("linear", "y"), ("linear", "z"), ("angular", "x"), ("angular", "y"),
+                 ("angular", "z"))
+
+
+def set_action_fields(msg: Action, action) -> None:
+    """Write a continuous action into an Action: linear x, y, z, then angular x, y, z."""
+    if len(action) > len(ACTION_FIELDS):
+        raise ValueError(f"an Action carries at most {len(ACTION_FIELDS)} continuous values, got {len(action)}")
+    for (group, axis), value in zip(ACTION_FIELDS, action):
+        setattr(getattr(msg, group), axis, float(value))
+
+
+def action_fields(msg: Action) -> np.ndarray:
+    """The six continuous values of an Action, in ``set_action_fields`` order."""
+    return np.array([getattr(getattr(msg, group), axis) for group, axis in ACTION_FIELDS], dtype=np.float32)
 from hilserl_policy.policy_export import InferencePolicy, PolicyFormatError
 
 RELIABLE = QoSProfile(depth=100, reliability=QoSReliabilityPolicy.RELIABLE,
@@ -91,8 +109,10 @@ PARAMETERS = {
     "actor_id": ("actor_0", _fixed("Identifier sent with every transition.")),
     "mode": ("train", _fixed("train: act, stream transitions, evaluate periodically; "
                              "eval: evaluate eval_episodes episodes, then exit.")),
-    "observation_layout": ("relative", _fixed(f"State layout, one of {', '.join(LAYOUT_NAMES)}; "
-                                              "must match the learner's.")),
+    "observation_layout": ("relative", _fixed(f"State layout, one of {', '.join(ACTOR_LAYOUTS)}; "
+                                              "must match the learner's. 'state': the driver's state "
+                                              "vector as published in joint_states positions (a hosted "
+                                              "gymnasium task), no gripper.")),
     "num_joints": (7, _fixed("Arm joints (gripper excluded) in joint_states, first in order.",
                              integer_range=_int_range(1, 32))),
     "gripper_joint": ("right_driver_joint", _fixed("Name of the gripper joint in joint_states.")),
@@ -133,8 +153,8 @@ class PolicyActorNode(Node):
         p = {name: self.get_parameter(name).value for name in PARAMETERS}
         if p["mode"] not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', got {p['mode']!r}")
-        if p["observation_layout"] not in LAYOUT_NAMES:
-            raise ValueError(f"observation_layout must be one of {LAYOUT_NAMES}, got {p['observation_layout']!r}")
+        if p["observation_layout"] not in ACTOR_LAYOUTS:
+            raise ValueError(f"observation_layout must be one of {ACTOR_LAYOUTS}, got {p['observation_layout']!r}")
         if p["gripper_closed_position"] == p["gripper_open_position"]:
             raise ValueError("gripper_closed_position and gripper_open_position must differ")
         self.p = p
@@ -143,10 +163,12 @@ class PolicyActorNode(Node):
         # duplicate of its predecessor (R6) and a learner resumed from a checkpoint keeps
         # every new transition.
         self.stream_id = f"{p['actor_id']}-{secrets.token_hex(4)}"
-        self.layout = ObservationLayout(p["observation_layout"], num_joints=p["num_joints"])
+        self.vector_state = p["observation_layout"] == VECTOR_LAYOUT
+        self.layout = None if self.vector_state else ObservationLayout(p["observation_layout"],
+                                                                       num_joints=p["num_joints"])
         self.tracker = EpisodeTracker(max_steps=p["max_episode_steps"])
         self.queue = ResendQueue(p["max_unacked"], p["resend_after_s"])
-        self.assembler = FrameAssembler(("joints", "ee", "task"))
+        self.assembler = FrameAssembler(("joints",) if self.vector_state else ("joints", "ee", "task"))
         self.policy: InferencePolicy | None = None
         self.evaluating = p["mode"] == "eval"
         self.state = "need_reset"
@@ -154,7 +176,7 @@ class PolicyActorNode(Node):
         self.trained = -1                # learner's highest_trained for this actor
         self.env_steps = 0               # training steps executed
         self.episodes = 0                # training episodes started
-        self.eval_results: list[tuple[bool, int]] = []
+        self.eval_results: list[tuple[bool, int, float]] = []
         self.eval_index = 0
         self.curve: list[dict] = []
         self.last_eval_at = 0
@@ -184,8 +206,9 @@ class PolicyActorNode(Node):
         self._policy_ready = self.create_guard_condition(self._swap_policy)
         self.create_timer(0.05, self._on_timer)
         self.add_post_set_parameters_callback(self._on_parameters_set)
-        self.get_logger().info(f"actor {self.stream_id} in {p['mode']} mode, layout {self.layout.name} "
-                               f"({self.layout.dim} values), waiting for weights and the driver")
+        shape = "the driver's state vector" if self.vector_state else f"{self.layout.dim} values"
+        self.get_logger().info(f"actor {self.stream_id} in {p['mode']} mode, layout {p['observation_layout']} "
+                               f"({shape}), waiting for weights and the driver")
 
     # ------------------------------------------------------------ parameters
     def _on_parameters_set(self, parameters) -> None:
@@ -215,6 +238,8 @@ class PolicyActorNode(Node):
             self._on_frame(frame)
 
     def observation(self, frame) -> np.ndarray:
+        if self.vector_state:
+            return np.asarray(frame["joints"].position, dtype=np.float32)
         joints, ee, task = frame["joints"], frame["ee"].pose.position, frame["task"].pose.position
         names = list(joints.name)
         if self.p["gripper_joint"] not in names:
@@ -304,12 +329,16 @@ class PolicyActorNode(Node):
         if self.p["max_observation_age_s"] > 0 and age > self.p["max_observation_age_s"]:
             self.counters["stale_frames"] += 1
             return  # the next frame replaces it
+        if observation.shape != (self.policy.spec.state_dim,):
+            raise ValueError(f"the driver's state has {observation.size} values, the policy (weights "
+                             f"v{self.policy.version}) takes {self.policy.spec.state_dim}: learner and driver "
+                             "describe different tasks")
         action, gripper = self.policy.act({"state": observation}, deterministic=self.evaluating,
                                           env_step=self.env_steps)
         msg = Action(source=Action.SOURCE_POLICY, intervention=False,
                      gripper=int(gripper if gripper is not None else Action.GRIPPER_STAY))
         msg.header.stamp = frame["reward"].header.stamp
-        msg.linear.x, msg.linear.y, msg.linear.z = (float(v) for v in action[:3])
+        set_action_fields(msg, action)
         self._acted = (observation, frame)
         self._next_frame = None
         self._acted_at = time.monotonic()
@@ -324,9 +353,10 @@ class PolicyActorNode(Node):
         next_frame = self._next_frame
         next_observation = self.observation(next_frame)
         reward_msg = next_frame["reward"]
-        executed = np.array([command.linear.x, command.linear.y, command.linear.z], dtype=np.float32)
+        executed = action_fields(command)[:self.policy.spec.action_dim]
         terminated, truncated, penalty = self.tracker.record(
-            reward_msg.reward, reward_msg.success, int(command.gripper), bool(command.intervention))
+            reward_msg.reward, reward_msg.success, int(command.gripper), bool(command.intervention),
+            env_terminated=reward_msg.terminated, env_truncated=reward_msg.truncated)
         if not self.evaluating:
             self.env_steps += 1
             self._send(Transition(
@@ -337,8 +367,12 @@ class PolicyActorNode(Node):
                 reward=float(reward_msg.reward), terminated=terminated, truncated=truncated,
                 intervened=bool(command.intervention), gripper_penalty=float(penalty)))
         done = terminated or truncated
-        end = (EpisodeStatus.END_SUCCESS if terminated else EpisodeStatus.END_TIMEOUT) if done \
-            else EpisodeStatus.END_RUNNING
+        if not done:
+            end = EpisodeStatus.END_RUNNING
+        elif terminated:
+            end = EpisodeStatus.END_SUCCESS if reward_msg.success else EpisodeStatus.END_FAILURE
+        else:
+            end = EpisodeStatus.END_TIMEOUT
         self._publish_status(end, success=bool(reward_msg.success))
         if done:
             self._end_episode(bool(reward_msg.success))
@@ -364,7 +398,7 @@ class PolicyActorNode(Node):
     def _end_episode(self, success: bool) -> None:
         self.state = "need_reset"
         if self.evaluating:
-            self.eval_results.append((success, self.tracker.step))
+            self.eval_results.append((success, self.tracker.step, float(self.tracker.episode_return)))
             self.eval_index += 1
             if len(self.eval_results) >= self.p["eval_episodes"]:
                 self._finish_evaluation()
@@ -381,14 +415,17 @@ class PolicyActorNode(Node):
                                f"after {self.env_steps} env steps")
 
     def _finish_evaluation(self) -> None:
-        successes = [s for s, _ in self.eval_results]
+        successes = [s for s, _, _ in self.eval_results]
         rate = float(np.mean(successes))
-        length = float(np.mean([n for _, n in self.eval_results]))
+        length = float(np.mean([n for _, n, _ in self.eval_results]))
+        mean_return = float(np.mean([r for _, _, r in self.eval_results]))
         point = {"env_steps": self.env_steps, "success_rate": rate, "mean_length": length,
-                 "episodes": len(self.eval_results), "policy_version": self.policy.version}
+                 "mean_return": mean_return, "episodes": len(self.eval_results),
+                 "policy_version": self.policy.version}
         self.curve.append(point)
         self.get_logger().info(f"evaluation after {self.env_steps} env steps: success {rate:.0%} "
-                               f"({sum(successes)}/{len(successes)}), mean length {length:.1f} steps")
+                               f"({sum(successes)}/{len(successes)}), mean length {length:.1f} steps, "
+                               f"mean return {mean_return:.2f}")
         self._write_results()
         finished = self.p["mode"] == "eval" or (self.p["max_env_steps"] and
                                                 self.env_steps >= self.p["max_env_steps"])
@@ -406,7 +443,9 @@ class PolicyActorNode(Node):
         (folder / "curve.json").write_text(json.dumps({"actor_id": self.p["actor_id"], "curve": self.curve},
                                                       indent=2))
         if self.curve:
-            write_learning_curve(folder / "curve.png", self.curve, title=f"pick-cube, actor {self.p['actor_id']}")
+            task = "hosted task" if self.vector_state else "pick-cube"
+            write_learning_curve(folder / "curve.png", self.curve, title=f"{task}, actor {self.p['actor_id']}",
+                                 metric="return" if self.vector_state else "success")
 
     # --------------------------------------------------------------- learner
     def _on_transition_acks(self, msg: TransitionAck) -> None:
@@ -429,7 +468,12 @@ class PolicyActorNode(Node):
         """Loader thread: check and build the policy; the executor swaps it in between steps."""
         try:
             policy = InferencePolicy.from_bytes(data, sha256)
-            if policy.spec.state_dim != self.layout.dim:
+            if policy.spec.action_dim > len(ACTION_FIELDS):
+                raise PolicyFormatError(f"action_dim {policy.spec.action_dim}: an Action carries at most "
+                                        f"{len(ACTION_FIELDS)}")
+            if self.vector_state:
+                pass  # the state's length is checked against each frame (_try_act)
+            elif policy.spec.state_dim != self.layout.dim:
                 raise PolicyFormatError(f"state_dim {policy.spec.state_dim}, this actor's layout has "
                                         f"{self.layout.dim}")
         except (PolicyFormatError, ValueError) as error:

@@ -31,6 +31,11 @@ def test_episode_tracker_counts_penalty_termination_and_truncation():
     t.start(8)
     assert t.record(1.0, True, gripper_command=0, intervened=False) == (True, False, 0.0)  # success terminates
     assert t.episode_return == 1.0
+    t.start(9)  # a hosted task ends its own episodes: failure terminates, its time limit truncates
+    assert t.record(1.0, False, 0, False, env_terminated=True) == (True, False, 0.0)
+    t.start(10)
+    assert t.record(1.0, False, 0, False, env_truncated=True) == (False, True, 0.0)
+    assert t.record(1.0, True, 0, False, env_truncated=True) == (True, False, 0.0)  # success wins
 
 
 def test_resend_queue_drops_acknowledged_and_resends_the_rest_when_acks_stall():

@@ -170,6 +170,8 @@ class SimBridgeNode(Node):
         reward.success = bool(frame.success)
         reward.success_probability = 1.0 if frame.success else 0.0
         reward.source = Reward.SOURCE_GROUND_TRUTH
+        reward.terminated = bool(frame.terminated)
+        reward.truncated = bool(frame.truncated)
         self._reward_pub.publish(reward)  # last: a lock-step client waits for it
         return stamp
 
