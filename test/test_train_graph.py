@@ -114,16 +114,16 @@ def test_short_training_run_through_the_runner(tmp_path, demo_file, ros_domain_i
     assert online == sent  # and each once
 
     # the eval composition serves that checkpoint and evaluates it, writing nothing into the run
+    # (trained with 32x32 networks: the evaluating learner takes them from the checkpoint's
+    # config.json, not from learner.yaml's 256x256)
     before = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
-    networks = tmp_path / "networks.yaml"  # the evaluating learner must build the trained networks
-    networks.write_text(yaml.safe_dump({"learner": {"ros__parameters": {"hidden_dims": [32, 32]}}}))
     evaluation = subprocess.run(
         [sys.executable, str(ROOT / "launch" / "runner.py"), "eval", f"domain_id:={ros_domain_id}",
-         f"checkpoint_dir:={tmp_path / 'ckpt'}", "episodes:=2", f"results_dir:={tmp_path / 'eval'}",
-         "--params-file", str(networks)], env=isolated_environment(ros_domain_id), capture_output=True,
-        text=True, timeout=300)
+         f"checkpoint_dir:={tmp_path / 'ckpt'}", "episodes:=2", f"results_dir:={tmp_path / 'eval'}"],
+        env=isolated_environment(ros_domain_id), capture_output=True, text=True, timeout=300)
     assert evaluation.returncode == 0, evaluation.stdout[-3000:]
     assert "resumed from" in evaluation.stdout
+    assert "observation spec and networks from its config.json" in evaluation.stdout
     evaluated = json.loads((tmp_path / "eval" / "curve.json").read_text())["curve"]
     assert len(evaluated) == 1 and evaluated[0]["episodes"] == 2 and evaluated[0]["env_steps"] == 0
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == before

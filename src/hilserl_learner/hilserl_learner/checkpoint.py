@@ -40,6 +40,7 @@ import torch
 
 from hilserl_learner.buffers import DemoOnlineReplay
 from hilserl_learner.config import LearnerConfig
+from hilserl_policy.config import config_to_dict
 
 FORMAT_VERSION = 1
 LATEST = "LATEST"
@@ -289,6 +290,21 @@ def verify_checkpoint(folder: str | Path, check_digests: bool = True) -> dict[st
     return manifest
 
 
+def _config_differences(saved: LearnerConfig, mine: LearnerConfig) -> list[tuple[str, Any, Any]]:
+    """(dotted key, saved value, current value) where spec or networks differ."""
+    def flat(value: Any, prefix: str) -> dict[str, Any]:
+        if isinstance(value, dict):
+            return {k: v for key, item in value.items() for k, v in flat(item, f"{prefix}.{key}").items()}
+        return {prefix: value}
+
+    out = []
+    for part in ("spec", "networks"):
+        a = flat(config_to_dict(getattr(saved, part)), part)
+        b = flat(config_to_dict(getattr(mine, part)), part)
+        out += [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return out
+
+
 def load_checkpoint(folder: str | Path, agent, replay: DemoOnlineReplay | None,
                     check_digests: bool = True) -> dict[str, int]:
     """Restore networks, optimisers, RNGs, counters and buffers; returns caller counters."""
@@ -296,8 +312,10 @@ def load_checkpoint(folder: str | Path, agent, replay: DemoOnlineReplay | None,
     manifest = verify_checkpoint(folder, check_digests)
     saved = LearnerConfig.from_dict(read_json(folder / "config.json"))
     if (saved.spec, saved.networks) != (agent.config.spec, agent.config.networks):
+        differences = [f"{key}: checkpoint {value!r}, learner {mine!r}"
+                       for key, value, mine in _config_differences(saved, agent.config)]
         raise CheckpointError(f"{folder / 'config.json'}: observation spec or networks differ "
-                              "from the learner's configuration")
+                              f"from the learner's configuration ({'; '.join(differences[:4])})")
     networks = read_safetensors(folder / "networks.safetensors")
     for name, module in agent.modules().items():
         prefix = f"{name}/"

@@ -345,6 +345,8 @@ class LearnerNode(Node):
         if p["gym_env_id"]:
             p.update(_hosted_task_spec(p["gym_env_id"], p["gym_env_kwargs"]))
         self.config = _spec_and_config(p)  # ValueError naming the field on bad values
+        if p["require_checkpoint"] and p["resume"]:
+            self.config = self._served_configuration(Path(p["checkpoint_dir"]), self.config)
         self.spec = self.config.spec
         self._p = p
         torch.set_num_threads(p["torch_threads"])
@@ -490,6 +492,23 @@ class LearnerNode(Node):
         self._update_normalizer(states)
         # Transitions replayed from the log are owed their updates: they enter the
         # trained frontier (highest_trained) through _online_order like new ones.
+
+    def _served_configuration(self, root: Path, config: LearnerConfig) -> LearnerConfig:
+        """Serving a checkpoint (evaluation): build the networks it was trained with, whatever
+        the parameter files say (its config.json); training must match them instead."""
+        candidates = [latest_checkpoint(root)] if root.is_dir() else []
+        candidates += [f for _, f in sorted(_checkpoint_positions(root), reverse=True)] if root.is_dir() else []
+        for folder in candidates:
+            if folder is None or not (folder / "config.json").is_file():
+                continue
+            try:
+                saved = LearnerConfig.from_dict(read_json(folder / "config.json"))
+            except (CheckpointError, ValueError, KeyError, TypeError):
+                continue  # the load below reports what is wrong with it
+            if (saved.spec, saved.networks) != (config.spec, config.networks):
+                self.get_logger().info(f"serving {folder}: observation spec and networks from its config.json")
+            return dataclasses.replace(config, spec=saved.spec, networks=saved.networks)
+        return config
 
     def _load_newest_checkpoint(self, root: Path) -> tuple[Path | None, dict[str, int]]:
         """Load the newest loadable checkpoint (LATEST first, then by log position);
