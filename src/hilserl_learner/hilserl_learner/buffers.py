@@ -110,9 +110,11 @@ class ReplayBuffer:
 
     def add(self, observation: dict[str, np.ndarray], action: np.ndarray, reward: float,
             next_observation: dict[str, np.ndarray], terminated: bool, truncated: bool = False,
-            source: TransitionSource = TransitionSource.POLICY, gripper_action: int = 1,
+            source: TransitionSource = TransitionSource.POLICY, gripper_action: int | None = 1,
             gripper_penalty: float = 0.0) -> None:
-        """Append one transition; observations are {"state": (S,), camera: (H, W, 3) uint8}."""
+        """Append one transition; observations are {"state": (S,), camera: (H, W, 3) uint8}.
+        ``gripper_action`` None (a task without a gripper: what ``RLPDAgent.act`` returns then)
+        is stored as "stay" (1)."""
         if terminated and truncated:
             # A success on the last step is a termination: no bootstrap.
             truncated = False
@@ -130,7 +132,7 @@ class ReplayBuffer:
         self.obs_frame[i] = obs_slot
         self.next_frame[i] = next_slot
         self.action[i] = action
-        self.gripper_action[i] = gripper_action
+        self.gripper_action[i] = 1 if gripper_action is None else gripper_action
         self.reward[i] = reward
         self.gripper_penalty[i] = gripper_penalty
         self.terminated[i] = terminated

@@ -116,6 +116,13 @@ def test_terminated_and_truncated_together_counts_as_terminated():
     assert buffer.terminated[0] and not buffer.truncated[0]
 
 
+def test_no_gripper_action_is_stored_as_stay():
+    buffer = ReplayBuffer(STATE_SPEC, capacity=4)  # what RLPDAgent.act returns without a gripper
+    buffer.add(make_obs(STATE_SPEC, 0), np.zeros(1), 0.0, make_obs(STATE_SPEC, 1), False, gripper_action=None)
+    buffer.add(make_obs(STATE_SPEC, 1), np.zeros(1), 0.0, make_obs(STATE_SPEC, 2), False, gripper_action=0)
+    assert buffer.gripper_action[:2].tolist() == [1, 0]
+
+
 def test_image_buffer_memory_is_within_1_1_of_raw_uint8():
     spec = ObservationSpec(state_dim=21, action_dim=3, camera_names=("front", "wrist"),
                            image_size=128, has_gripper=True)
