@@ -76,14 +76,18 @@ class RosHarness:
 
     def __init__(self, domain_id: int) -> None:
         import rclpy
-        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.executors import SingleThreadedExecutor
         from rclpy.signals import SignalHandlerOptions
 
         os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
         self.domain_id = domain_id
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
-        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        # Single-threaded: a MultiThreadedExecutor in one Python process on this 2-core VM took
+        # 70-1500 ms per publish/subscribe round trip (GIL hand-offs between its pool threads on
+        # two CPUs; pinned to one CPU, or single-threaded: 0.6 ms), which stalled the R2 test
+        # for seconds per command and slowed every test with an in-process graph.
+        self.executor = SingleThreadedExecutor(context=self.context)
         self._nodes = []
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
