@@ -24,6 +24,10 @@ NODES = {
     "intervention_mux": ("hilserl_teleop.intervention_mux_node", [], "intervention mux: input_source"),
     "simulated_human": ("hilserl_sim.simulated_human_node", [], "simulated human"),
     "policy_actor": ("hilserl_policy.policy_actor_node", [], "waiting for weights and the driver"),
+    # the transport_check composition's stand-ins (their first progress line says they are up)
+    "transition_monitor": ("hilserl_learner.transition_monitor_node", ["-p", "report_period_s:=0.5"],
+                           "waiting for transitions"),
+    "random_actor": ("hilserl_policy.random_actor_node", [], "acknowledged up to"),
 }
 
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import time
 
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from rcl_interfaces.msg import ParameterDescriptor, FloatingPointRange
 
 from hilserl_msgs.msg import Topics, Transition, TransitionAck
 
+from hilserl_drivers.node_main import run_node
 from hilserl_learner.sequence_tracker import SequenceTracker
 
 RELIABLE = QoSProfile(depth=100, reliability=QoSReliabilityPolicy.RELIABLE,
@@ -70,15 +69,8 @@ class TransitionMonitorNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = TransitionMonitorNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    # run_node: SIGINT/SIGTERM stop it even while idle (rclpy.spin once missed a SIGINT in CI)
+    run_node(TransitionMonitorNode, args)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,11 @@ import time
 from collections import OrderedDict
 
 import numpy as np
-import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
+from hilserl_drivers.node_main import run_node
 from hilserl_msgs.msg import Action, Observation, Topics, Transition, TransitionAck
 
 RELIABLE = QoSProfile(depth=100, reliability=QoSReliabilityPolicy.RELIABLE,
@@ -113,15 +112,8 @@ class RandomActorNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = RandomActorNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    # run_node: SIGINT/SIGTERM stop it even while idle (rclpy.spin once missed a SIGINT in CI)
+    run_node(RandomActorNode, args)
 
 
 if __name__ == "__main__":
