@@ -48,7 +48,7 @@ from rcl_interfaces.msg import (
 )
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
@@ -932,10 +932,7 @@ def main(args=None) -> int:
     node = None
     try:
         node = LearnerNode()
-        # Single-threaded (training and log syncing have threads of their own): a
-        # MultiThreadedExecutor here made acknowledgements so slow on a 2-core machine that a
-        # paced actor ran at 3.6 env steps/s instead of 53 (docs/networking.md).
-        executor = SingleThreadedExecutor()
+        executor = MultiThreadedExecutor(num_threads=3)
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
