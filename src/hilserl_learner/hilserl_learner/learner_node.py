@@ -48,7 +48,7 @@ from rcl_interfaces.msg import (
 )
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import ParameterUninitializedException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
@@ -102,6 +102,7 @@ POLICY_VERSION = "policy_version"
 ACTOR_PREFIX = "stored/"
 VERSION_FILE = "policy_version"
 RESTART_HINT_AFTER = 100  # sequence 0 after this many stored: warn about a reused actor id
+CHECKPOINT_POLL_S = 0.5  # how often the checkpoint thread looks at checkpoint_period_s
 
 
 # ------------------------------------------------------------------ parameters
@@ -410,14 +411,16 @@ class LearnerNode(Node):
                             callback_group=MutuallyExclusiveCallbackGroup())
         self._report_timer = self.create_timer(self._report_period, self._on_report,
                                                callback_group=MutuallyExclusiveCallbackGroup())
-        self.create_timer(1.0, self._on_checkpoint_tick, callback_group=MutuallyExclusiveCallbackGroup())
 
         self._publish_params()  # an actor has weights at once
         self._threads = [
             threading.Thread(target=self._guarded, args=("sync", self._sync_loop),
                              name="learner-sync", daemon=True),
             threading.Thread(target=self._guarded, args=("training", self._train_loop),
-                             name="learner-train", daemon=True)]
+                             name="learner-train", daemon=True),
+            # Periodic saves off the executor: the intake keeps taking transitions meanwhile.
+            threading.Thread(target=self._guarded, args=("checkpoint", self._checkpoint_loop),
+                             name="learner-checkpoint", daemon=True)]
         for thread in self._threads:
             thread.start()
         self.get_logger().info(
@@ -772,15 +775,17 @@ class LearnerNode(Node):
             self._last_checkpoint_time = time.monotonic()
         return folder
 
-    def _on_checkpoint_tick(self) -> None:
-        period = self._checkpoint_period
-        if period > 0 and time.monotonic() - self._last_checkpoint_time >= period:
+    def _checkpoint_loop(self) -> None:
+        while not self._stop.wait(CHECKPOINT_POLL_S):
+            period = self._checkpoint_period
+            if period <= 0 or time.monotonic() - self._last_checkpoint_time < period:
+                continue
             try:
                 folder = self.save()
             except (OSError, RuntimeError, ValueError) as error:
                 self._last_checkpoint_time = time.monotonic()  # retry after a period, not at once
                 self.get_logger().error(f"periodic checkpoint failed: {error}")
-                return
+                continue
             self.get_logger().info(f"checkpoint {folder}")
 
     def _on_save_checkpoint(self, request, response):
@@ -932,7 +937,10 @@ def main(args=None) -> int:
     node = None
     try:
         node = LearnerNode()
-        executor = MultiThreadedExecutor(num_threads=3)
+        # One executor thread: on a 2-core machine a MultiThreadedExecutor took 70-1500 ms per
+        # publish/subscribe round trip (docs/networking.md). Updates, log syncs and periodic
+        # checkpoints run on their own threads, so the intake is never held up by them.
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
