@@ -1,7 +1,8 @@
 """Sample efficiency on Panda pick-cube: in process (the RLPD core, no ROS) or, with
 ``--graph``, through the ROS 2 training graph (the same learner settings, paced actor).
 
-Randomised cube, state observations, 20 scripted demos, deterministic
+Randomised cube, state observations (or camera images + proprioception with
+``--cameras``), 20 scripted demos, deterministic
 evaluation of 50 fixed-seed episodes every 1,000 env steps, fixed
 update-to-data ratio, several seeds, with and without a simulated human
 (the scripted expert taking over by an ``InterventionRule``).
@@ -9,6 +10,8 @@ update-to-data ratio, several seeds, with and without a simulated human
     python bench/sample_efficiency.py --out se.json --png se.png
     python bench/sample_efficiency.py --quick            # smoke run, < 2 min
     python bench/sample_efficiency.py --graph --out se_graph.json   # through the graph
+    python bench/sample_efficiency.py --cameras front wrist --seeds 0 --modes no_intervention \
+        --max-minutes 60 --torch-threads 2 --eval-episodes 20     # images + proprio, 60 min
     python bench/sample_efficiency.py --seeds 0 1 2 --modes no_intervention \
         --layout raw --normalization running --steps 8000 --eval-episodes 20
 
@@ -40,28 +43,33 @@ def run_one(job: dict) -> dict:
     """One training run (one seed, one mode) in this process."""
     import torch
 
-    torch.set_num_threads(1)
     from hilserl_learner.config import LearnerConfig, ReplayConfig, RLPDConfig
     from hilserl_learner.training import TrainingConfig, train
-    from hilserl_policy.config import CriticConfig, NetworkConfig
+    from hilserl_policy.config import CriticConfig, EncoderConfig, NetworkConfig
     from hilserl_sim.expert import EXPERT_DEFAULTS, ScriptedExpert
     from hilserl_sim.pick_cube_env import PickCubeEnv
     from hilserl_sim.simulated_human import InterventionRule, SimulatedHuman
 
     seed = job["seed"]
-    env = PickCubeEnv(layout=job["layout"])
+    torch.set_num_threads(job["torch_threads"])
+    env = PickCubeEnv(layout=job["layout"], cameras=job["cameras"])
     spec = env.observation_spec(job["normalization"])
+    frozen = job["frozen_backbone"]
     config = LearnerConfig(
         spec=spec,
         networks=NetworkConfig(critic=CriticConfig(num_critics=job["critics"],
-                                                   target_subset_size=min(2, job["critics"]))),
+                                                   target_subset_size=min(2, job["critics"])),
+                               encoder=EncoderConfig(freeze_backbone=frozen,
+                                                     random_shift_pad=0 if frozen else 4)),
         rlpd=RLPDConfig(utd_ratio=job["utd"], seed=seed, random_steps=job["random_steps"],
-                        actor_bc_weight=job["actor_bc_weight"],
+                        actor_bc_weight=job["actor_bc_weight"], batch_size=job["batch_size"],
                         grasp_margin_weight=job["grasp_margin_weight"]),
-        replay=ReplayConfig(online_capacity=max(job["steps"], 1), demo_capacity=20_000))
+        replay=ReplayConfig(online_capacity=max(job["steps"], 1), demo_capacity=20_000,
+                            cache_frozen_features=frozen and bool(job["cameras"])))
     training = TrainingConfig(total_env_steps=job["steps"], num_demos=job["demos"],
                               eval_every=job["eval_every"], eval_episodes=job["eval_episodes"],
-                              train_seed=seed, demo_seed=1_000_000 + 1000 * seed)
+                              train_seed=seed, demo_seed=1_000_000 + 1000 * seed,
+                              max_wall_s=60.0 * job["max_minutes"])
     human = None
     if job["mode"] == "sim_intervention":
         human = SimulatedHuman(InterventionRule(**job["rule"]), seed=seed)
@@ -78,6 +86,7 @@ def run_one(job: dict) -> dict:
     return {"mode": job["mode"], "seed": seed, "wall_s": round(time.monotonic() - start, 1),
             "cpu_s": round(time.process_time() - cpu_start, 1),
             "steps_to_95": result.steps_to(0.95), "demo_transitions": result.demo_transitions,
+            "env_steps": result.env_steps,
             "intervention_steps": result.intervention_steps,
             "curve": [{"env_step": p.env_step, "success": p.success_rate,
                        "intervention_rate": round(p.intervention_rate, 4),
@@ -235,6 +244,7 @@ def write_png(path: str, series: list[tuple[str, list[tuple[int, float]], bool]]
 
 def main(argv=None) -> int:
     from hilserl_learner.config import RLPDConfig
+    from hilserl_policy.observation import LAYOUT_NAMES
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", help="write the JSON here")
@@ -246,7 +256,17 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-every", type=int, default=1000)
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument("--demos", type=int, default=20)
-    parser.add_argument("--layout", default="relative", choices=("relative", "raw", "raw+relative"))
+    parser.add_argument("--layout", default=None, choices=LAYOUT_NAMES,
+                        help="state layout (default: relative; proprio with --cameras)")
+    parser.add_argument("--cameras", nargs="*", default=[],
+                        help="image observations from these scene cameras, e.g. front wrist "
+                             "(in process only)")
+    parser.add_argument("--frozen-backbone", action="store_true",
+                        help="freeze the image backbone and encode each stored frame once")
+    parser.add_argument("--batch-size", type=int, default=RLPDConfig.batch_size)
+    parser.add_argument("--max-minutes", type=float, default=0.0,
+                        help="stop each run after this many minutes (0: none); the curve so far is kept")
+    parser.add_argument("--torch-threads", type=int, default=1, help="torch threads per in-process run")
     parser.add_argument("--normalization", default="none", choices=("none", "bounds", "running"))
     parser.add_argument("--utd", type=float, default=1.0, help="updates per env step")
     parser.add_argument("--critics", type=int, default=2)
@@ -269,13 +289,22 @@ def main(argv=None) -> int:
     if args.quick:
         args.steps, args.eval_every, args.eval_episodes, args.demos = 1000, 500, 5, 5
         args.seeds = args.seeds[:1]
+    if args.layout is None:
+        args.layout = "proprio" if args.cameras else "relative"
+    if args.graph and (args.cameras or args.frozen_backbone or args.max_minutes
+                       or args.batch_size != RLPDConfig.batch_size):
+        parser.error("--cameras, --frozen-backbone, --batch-size and --max-minutes are in-process "
+                     "options (the graph's actor observes state vectors)")
     rule = {"kind": args.rule, "start_probability": args.rule_p, "decay_steps": args.rule_decay,
             "patience": args.rule_patience}
     jobs = [{"mode": mode, "seed": seed, "steps": args.steps, "eval_every": args.eval_every,
              "eval_episodes": args.eval_episodes, "demos": args.demos, "layout": args.layout,
              "normalization": args.normalization, "utd": args.utd, "critics": args.critics,
              "random_steps": args.random_steps, "actor_bc_weight": args.actor_bc,
-             "grasp_margin_weight": args.grasp_margin_weight, "rule": rule}
+             "grasp_margin_weight": args.grasp_margin_weight, "rule": rule,
+             "cameras": tuple(args.cameras), "frozen_backbone": args.frozen_backbone,
+             "batch_size": args.batch_size, "max_minutes": args.max_minutes,
+             "torch_threads": args.torch_threads}
             for mode in args.modes for seed in args.seeds]
     start = time.monotonic()
     if args.graph:
@@ -290,7 +319,7 @@ def main(argv=None) -> int:
     config = {k: v for k, v in vars(args).items() if k not in ("out", "png", "workers")}
     config.update({"path": "ros2 graph (train composition, paced actor)" if args.graph else "in process",
                    "rule": rule if "sim_intervention" in args.modes else None,
-                   "scene": "panda pick-cube, randomised cube", "batch_size": 256,
+                   "scene": "panda pick-cube, randomised cube",
                    "learning_starts": 100, "total_wall_s": round(time.monotonic() - start, 1)})
     report = {"results": {mode: summarise(runs, mode) for mode in args.modes}, "config": config}
     text = json.dumps(report, indent=2)

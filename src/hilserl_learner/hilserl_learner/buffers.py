@@ -306,10 +306,25 @@ class DemoOnlineReplay:
                      if demo_capacity > 0 else None)
 
     @classmethod
-    def from_config(cls, spec: ObservationSpec, config) -> "DemoOnlineReplay":
-        """Buffers as a ``hilserl_learner.config.ReplayConfig`` describes them."""
-        return cls(spec, config.online_capacity, config.demo_capacity, config.demo_fraction,
-                   config.frame_capacity_factor, config.source_weights)
+    def from_config(cls, spec: ObservationSpec, config,
+                    feature_shapes: dict[str, tuple[int, ...]] | None = None) -> "DemoOnlineReplay":
+        """Buffers as a ``hilserl_learner.config.ReplayConfig`` describes them.
+
+        With ``cache_frozen_features`` (and cameras), ``feature_shapes`` (the encoder's
+        ``feature_shapes``) sizes the feature cache; call ``refresh_features`` before sampling.
+        """
+        replay = cls(spec, config.online_capacity, config.demo_capacity, config.demo_fraction,
+                     config.frame_capacity_factor, config.source_weights)
+        if config.cache_frozen_features and spec.camera_names:
+            if feature_shapes is None:
+                raise ValueError("cache_frozen_features: from_config needs the encoder's feature_shapes")
+            for buffer in replay.buffers().values():
+                buffer.enable_feature_cache(feature_shapes)
+        return replay
+
+    def refresh_features(self, encode) -> int:
+        """Encode the stored frames of every buffer whose cached features are missing."""
+        return sum(buffer.refresh_features(encode) for buffer in self.buffers().values())
 
     def add(self, *args, source: TransitionSource = TransitionSource.POLICY, **kwargs) -> None:
         if source == TransitionSource.DEMO and self.demo is None:

@@ -23,6 +23,7 @@ index}``, ``info["success"]``, ``info["gripper_penalty"]`` and
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 
@@ -46,6 +47,7 @@ class TrainingConfig:
     eval_episodes: int = 50  # deterministic episodes per evaluation
     eval_seed: int = 2_000_000  # evaluation episode i uses seed eval_seed + i (same every time)
     train_seed: int = 0  # training episode k uses seed train_seed * 100_003 + k
+    max_wall_s: float = 0.0  # stop after this many seconds (0: no limit); the curve so far is kept
 
     def __post_init__(self) -> None:
         for name in ("total_env_steps", "num_demos", "eval_every", "eval_episodes",
@@ -55,6 +57,8 @@ class TrainingConfig:
                 raise ValueError(f"TrainingConfig.{name} must be an int >= 0, got {value!r}")
         if self.eval_every and self.eval_episodes == 0:
             raise ValueError("TrainingConfig.eval_episodes must be > 0 when eval_every > 0")
+        if not (math.isfinite(self.max_wall_s) and self.max_wall_s >= 0):
+            raise ValueError(f"TrainingConfig.max_wall_s must be a finite number >= 0, got {self.max_wall_s!r}")
 
 
 @dataclasses.dataclass
@@ -77,6 +81,7 @@ class TrainingResult:
     demo_transitions: int
     intervention_steps: int
     last_metrics: dict[str, float]
+    env_steps: int = 0  # online env steps done (less than the budget if max_wall_s stopped it)
 
     def steps_to(self, threshold: float) -> int | None:
         """First evaluated env step with success >= threshold (None: never)."""
@@ -149,7 +154,7 @@ def train(env, config: LearnerConfig, training: TrainingConfig, expert=None, hum
         raise ValueError("train: num_demos > 0 needs replay.demo_capacity > 0")
     start = time.monotonic()
     agent = RLPDAgent(config)
-    replay = DemoOnlineReplay.from_config(config.spec, config.replay)
+    replay = DemoOnlineReplay.from_config(config.spec, config.replay, agent.encoder.feature_shapes)
     _, demo_transitions = (collect_expert_demos(env, agent, replay, training.num_demos,
                                                 training.demo_seed, expert)
                            if training.num_demos else (0, 0))
@@ -170,7 +175,10 @@ def train(env, config: LearnerConfig, training: TrainingConfig, expert=None, hum
         return obs, info
 
     obs, info = new_episode()
+    done_steps = 0
     for env_step in range(training.total_env_steps):
+        if training.max_wall_s and time.monotonic() - start >= training.max_wall_s:
+            break
         intervening = False
         if human is not None:
             intervening, deltas, command = human.decide(step_in_episode, *_expert_inputs(info))
@@ -189,6 +197,7 @@ def train(env, config: LearnerConfig, training: TrainingConfig, expert=None, hum
         agent.observe_states(nxt["state"])
         step_in_episode += 1
         for _ in range(schedule.updates_due(replay.online.num_added, updates)):
+            replay.refresh_features(agent.encode_for_cache)  # no-op without a feature cache
             metrics = agent.update(replay.sample(config.rlpd.batch_size, agent.rng))
             updates += 1
         if terminated or truncated:
@@ -212,4 +221,4 @@ def train(env, config: LearnerConfig, training: TrainingConfig, expert=None, hum
             if eval_env is env:
                 obs, info = new_episode()
     return TrainingResult(curve, agent, replay, demo_transitions, interventions,
-                          metrics_to_floats(metrics) if metrics else {})
+                          metrics_to_floats(metrics) if metrics else {}, done_steps)

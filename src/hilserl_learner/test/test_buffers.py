@@ -212,3 +212,13 @@ def test_replay_from_config_and_without_a_demo_buffer():
                     False, source=TransitionSource.DEMO)
     with pytest.raises(ValueError, match="demo_capacity"):
         ReplayConfig(demo_capacity=-1)
+
+    # cache_frozen_features sizes a feature cache in both buffers (cameras only).
+    spec = ObservationSpec(state_dim=2, action_dim=1, camera_names=("front",), image_size=16)
+    cached = ReplayConfig(online_capacity=50, demo_capacity=30, cache_frozen_features=True)
+    replay = DemoOnlineReplay.from_config(spec, cached, {"front": (4, 2, 2)})
+    assert all(b.frame_features["front"].shape == (b.frame_capacity, 4, 2, 2)
+               for b in replay.buffers().values())
+    assert not DemoOnlineReplay.from_config(STATE_SPEC, cached).online.frame_features
+    with pytest.raises(ValueError, match="feature_shapes"):
+        DemoOnlineReplay.from_config(spec, cached)

@@ -6,7 +6,14 @@ import pytest
 from hilserl_learner.buffers import TransitionSource
 from hilserl_learner.config import LearnerConfig, ReplayConfig, RLPDConfig
 from hilserl_learner.training import TrainingConfig, evaluate, train
-from hilserl_policy.config import ActorConfig, CriticConfig, GraspCriticConfig, NetworkConfig
+from hilserl_policy.config import (
+    ActorConfig,
+    CriticConfig,
+    EncoderConfig,
+    GraspCriticConfig,
+    NetworkConfig,
+)
+from hilserl_policy.encoders import feature_key
 from hilserl_sim.expert import EXPERT_DEFAULTS, ScriptedExpert
 from hilserl_sim.pick_cube import PickCubeConfig
 from hilserl_sim.pick_cube_env import PickCubeEnv
@@ -66,7 +73,41 @@ def test_evaluation_is_deterministic_on_fixed_seeds(env):
     assert first[1] == 40.0 and first[0] == 0.0  # an untrained policy times out
 
 
+def test_camera_training_with_a_frozen_backbone_encodes_each_stored_frame_once():
+    env = PickCubeEnv(PickCubeConfig(max_episode_steps=40, image_width=32, image_height=32),
+                      layout="proprio", cameras=("front", "wrist"))
+    try:
+        nets = NetworkConfig(actor=ActorConfig(hidden_dims=(32,)), critic=CriticConfig(hidden_dims=(32,)),
+                             grasp_critic=GraspCriticConfig(hidden_dims=(32,)),
+                             encoder=EncoderConfig(freeze_backbone=True, random_shift_pad=0,
+                                                   image_latent_dim=16, state_latent_dim=8))
+        config = LearnerConfig(spec=env.observation_spec(), networks=nets,
+                               rlpd=RLPDConfig(batch_size=16, learning_starts=10),
+                               replay=ReplayConfig(online_capacity=200, demo_capacity=200,
+                                                   cache_frozen_features=True))
+        result = train(env, config, TrainingConfig(total_env_steps=30, num_demos=1, eval_every=30,
+                                                   eval_episodes=1),
+                       expert=ScriptedExpert(EXPERT_DEFAULTS["panda"]))
+        assert result.env_steps == 30 and result.curve[-1].updates == 30 - 10 + 1
+        for name, buffer in result.replay.buffers().items():
+            stored = min(buffer.num_frames, buffer.frame_capacity)
+            assert stored > 0 and buffer.frame_feature_ready[:stored].all(), name
+            assert not buffer.frame_feature_ready[stored:].any(), name
+        batch = result.replay.sample(4, np.random.default_rng(0))
+        assert set(batch.observations) == {"state", feature_key("front"), feature_key("wrist")}
+    finally:
+        env.close()
+
+
+def test_max_wall_s_stops_a_run_and_keeps_what_it_has(env):
+    result = train(env, tiny_config(env), TrainingConfig(total_env_steps=10_000, num_demos=0,
+                                                         eval_every=0, max_wall_s=1.0))
+    assert 0 < result.env_steps < 10_000 and len(result.replay.online) == result.env_steps
+
+
 def test_training_config_is_validated():
+    with pytest.raises(ValueError, match="max_wall_s"):
+        TrainingConfig(max_wall_s=-1.0)
     with pytest.raises(ValueError, match="total_env_steps"):
         TrainingConfig(total_env_steps=-1)
     with pytest.raises(ValueError, match="eval_episodes"):

@@ -12,6 +12,9 @@ all build the same vector:
 - ``"raw"`` (7 + 7 + 1 + 3 + 3 = 21-D on the Panda): joint positions, joint
   velocities, gripper opening, end-effector xyz, cube xyz.
 - ``"raw+relative"`` (24-D): ``"raw"`` followed by the scaled offset.
+- ``"proprio"`` (4-D): gripper opening and end-effector xyz only, no cube: the
+  robot's own state beside camera images, which are then the only way to see
+  the cube (what a real robot without object tracking has).
 
 Units: metres (base frame), radians, rad/s; gripper opening 0 = closed, 1 = open.
 """
@@ -23,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-LAYOUT_NAMES = ("relative", "raw", "raw+relative")
+LAYOUT_NAMES = ("relative", "raw", "raw+relative", "proprio")
 DEFAULT_LAYOUT = "relative"
 DEFAULT_RELATIVE_SCALE = 10.0
 _XYZ = ("x", "y", "z")
@@ -71,6 +74,10 @@ class ObservationLayout:
         return self.name in ("relative", "raw+relative")
 
     @property
+    def uses_cube(self) -> bool:
+        return self.name != "proprio"
+
+    @property
     def names(self) -> tuple[str, ...]:
         """Per-element names, e.g. ``("gripper", "ee_x", ..., "rel_z")``."""
         out: list[str] = []
@@ -78,7 +85,9 @@ class ObservationLayout:
             out += [f"joint{i}_pos" for i in range(self.num_joints)]
             out += [f"joint{i}_vel" for i in range(self.num_joints)]
         out.append("gripper")
-        out += [f"ee_{a}" for a in _XYZ] + [f"cube_{a}" for a in _XYZ]
+        out += [f"ee_{a}" for a in _XYZ]
+        if self.uses_cube:
+            out += [f"cube_{a}" for a in _XYZ]
         if self.uses_relative:
             out += [f"rel_{a}" for a in _XYZ]
         return tuple(out)
@@ -88,16 +97,16 @@ class ObservationLayout:
         return len(self.names)
 
     def build(self, *, gripper_opening: float, ee_position: Sequence[float],
-              cube_position: Sequence[float], joint_positions: Sequence[float] | None = None,
+              cube_position: Sequence[float] | None = None, joint_positions: Sequence[float] | None = None,
               joint_velocities: Sequence[float] | None = None) -> np.ndarray:
         """The float32 state vector (``dim``,) in the order of ``names``.
 
         Joint arrays may be longer than ``num_joints`` (e.g. a JointState with
         the gripper joint last): the first ``num_joints`` entries are used.
-        They are ignored by ``"relative"``.
+        They are ignored by ``"relative"``; ``cube_position`` is ignored by ``"proprio"``.
         """
         ee = _vector("ee_position", ee_position, 3)
-        cube = _vector("cube_position", cube_position, 3)
+        cube = _vector("cube_position", cube_position, 3) if self.uses_cube else None
         gripper = _vector("gripper_opening", gripper_opening, 1)
         parts = []
         if self.uses_joints:
@@ -108,7 +117,7 @@ class ObservationLayout:
                     raise ValueError(f"{label} must have at least {self.num_joints} entries, "
                                      f"got {array.shape[0]}")
                 parts.append(array[:self.num_joints])
-        parts += [gripper, ee, cube]
+        parts += [gripper, ee] + ([cube] if self.uses_cube else [])
         if self.uses_relative:
             parts.append(self.relative_scale * (cube - ee))
         return np.concatenate(parts).astype(np.float32)
@@ -136,8 +145,8 @@ class ObservationLayout:
         high.append(1.0)
         cube_low = low3.copy()
         cube_low[2] = 0.0  # the cube rests on the table (z = 0 in the base frame)
-        low += list(low3) + list(cube_low)
-        high += list(high3) + list(high3)
+        low += list(low3) + (list(cube_low) if self.uses_cube else [])
+        high += list(high3) + (list(high3) if self.uses_cube else [])
         if self.uses_relative:
             span = self.relative_scale * (high3 - cube_low)
             low += list(-span)

@@ -47,6 +47,19 @@ def test_raw_and_raw_plus_relative_layouts():
     assert six.dim == 5 + 5 + 7 and six.names[4] == "joint4_pos"
 
 
+def test_proprio_layout_leaves_the_cube_to_the_cameras():
+    layout = ObservationLayout("proprio")
+    assert layout.dim == 4 and layout.names == ("gripper", "ee_x", "ee_y", "ee_z")
+    np.testing.assert_allclose(layout.build(**quantities()), [0.75, *EE], atol=1e-7)
+    # No cube needed; one given is ignored.
+    np.testing.assert_array_equal(layout.build(gripper_opening=0.75, ee_position=EE),
+                                  layout.build(**quantities()))
+    low, high = layout.bounds([0.3, -0.2, 0.0], [0.7, 0.2, 0.4])
+    assert low == (0.0, 0.3, -0.2, 0.0) and high == (1.0, 0.7, 0.2, 0.4)
+    with pytest.raises(ValueError, match="cube_position is required"):
+        ObservationLayout("relative").build(gripper_opening=0.75, ee_position=EE)
+
+
 def test_layout_errors_name_the_input():
     with pytest.raises(ValueError, match="name"):
         ObservationLayout("absolute")

@@ -7,8 +7,11 @@ that ``RLPDAgent.act`` returns; the env maps it to the scene's command. A
 ``(deltas, gripper)`` tuple is accepted too.
 
 Observation (``Dict``): ``{"state": float32 vector}`` built by an
-``ObservationLayout`` (default ``"relative"``), the dict ``RLPDAgent.act`` and
-the replay buffers take as is.
+``ObservationLayout`` (default ``"relative"``), plus one uint8 RGB image
+(``image_height`` x ``image_width`` x 3 of the ``PickCubeConfig``, square) per
+name in ``cameras`` (e.g. ``("front", "wrist")`` with the ``"proprio"`` layout:
+the cameras are then the only way to see the cube), the dict
+``RLPDAgent.act`` and the replay buffers take as is.
 
 Reward 1 on success (sparse). ``terminated`` on success, ``truncated`` at the
 time limit (a time-out bootstraps). ``info``: ``success``, ``gripper_penalty``
@@ -20,7 +23,7 @@ command held), and the ``sim_state`` (a ``SimState``) for experts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import gymnasium
 import numpy as np
@@ -57,7 +60,8 @@ class PickCubeEnv(gymnasium.Env):
     def __init__(self, config: PickCubeConfig | None = None,
                  layout: str | ObservationLayout = DEFAULT_LAYOUT,
                  gripper_penalty: float = DEFAULT_GRIPPER_PENALTY,
-                 render_mode: str | None = None, render_camera: str | None = None):
+                 render_mode: str | None = None, render_camera: str | None = None,
+                 cameras: Sequence[str] = ()):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         if not (np.isfinite(gripper_penalty) and gripper_penalty <= 0):
@@ -70,13 +74,25 @@ class PickCubeEnv(gymnasium.Env):
         if layout.num_joints != n_joints:  # checked before the (slow) scene build
             raise ValueError(f"layout.num_joints is {layout.num_joints}, the {config.arm} "
                              f"arm has {n_joints}")
+        cameras = tuple(cameras)
+        if cameras and config.image_width != config.image_height:
+            raise ValueError(f"camera observations are square: image_width {config.image_width} "
+                             f"!= image_height {config.image_height}")
         self.sim = PickCubeSim(config)
+        unknown = [c for c in cameras if c not in self.sim.camera_names]
+        if unknown:
+            self.sim.close()
+            raise ValueError(f"cameras {unknown} not in this scene; it has {list(self.sim.camera_names)}")
+        self.cameras = cameras
+        self.image_size = config.image_width
         self.layout = layout
         self.gripper_penalty = float(gripper_penalty)
         self.render_mode = render_mode
         self.render_camera = render_camera or self.sim.camera_names[0]
+        image = spaces.Box(0, 255, (self.image_size, self.image_size, 3), np.uint8)
         self.observation_space = spaces.Dict(
-            {"state": spaces.Box(-np.inf, np.inf, (layout.dim,), np.float32)})
+            {"state": spaces.Box(-np.inf, np.inf, (layout.dim,), np.float32),
+             **{camera: image for camera in cameras}})
         self.action_space = spaces.Dict(
             {"deltas": spaces.Box(-1.0, 1.0, (3,), np.float32),
              "gripper": spaces.Discrete(NUM_GRIPPER_ACTIONS)})
@@ -91,14 +107,16 @@ class PickCubeEnv(gymnasium.Env):
         return self.layout.bounds(limits.position_low, limits.position_high, ranges[:, 0], ranges[:, 1])
 
     def observation_spec(self, state_normalization: str = "none") -> ObservationSpec:
-        """The ``ObservationSpec`` of this env (3 deltas, a gripper, the layout's state)."""
+        """The ``ObservationSpec`` of this env (3 deltas, a gripper, the layout's state, cameras)."""
         low, high = self.state_bounds() if state_normalization == "bounds" else ((), ())
         return ObservationSpec(state_dim=self.layout.dim, action_dim=3, has_gripper=True,
+                               camera_names=self.cameras, image_size=self.image_size,
                                state_normalization=state_normalization, state_low=low,
                                state_high=high)
 
     def _observation(self) -> dict[str, np.ndarray]:
-        return {"state": state_vector(self.layout, self.sim_state)}
+        return {"state": state_vector(self.layout, self.sim_state),
+                **{camera: self.sim.render(camera) for camera in self.cameras}}
 
     # ------------------------------------------------------------------ episode
     def reset(self, *, seed: int | None = None, options: dict | None = None):

@@ -34,6 +34,31 @@ def test_spaces_and_observation_match_the_layout(env):
     assert len(spec.state_low) == 10 and all(h > lo for lo, h in zip(spec.state_low, spec.state_high))
 
 
+def test_camera_observations_beside_a_proprio_state():
+    config = PickCubeConfig(max_episode_steps=20, image_width=48, image_height=48)
+    env = PickCubeEnv(config, layout="proprio", cameras=("front", "wrist"))
+    try:
+        obs, info = env.reset(seed=3)
+        assert set(obs) == {"state", "front", "wrist"} and env.observation_space.contains(obs)
+        assert obs["front"].shape == (48, 48, 3) and obs["front"].dtype == np.uint8
+        np.testing.assert_allclose(obs["state"], [info["sim_state"].gripper_opening,
+                                                  *info["sim_state"].ee_position], atol=1e-6)
+        assert not np.array_equal(obs["front"], obs["wrist"])  # two viewpoints
+        other = env.reset(seed=4)[0]  # another cube position: another front image
+        assert np.abs(other["front"].astype(int) - obs["front"].astype(int)).sum() > 0
+        np.testing.assert_array_equal(env.reset(seed=3)[0]["front"], obs["front"])
+        moved = env.step({"deltas": np.array([1.0, 0.0, 0.0]), "gripper": 1})[0]
+        assert not np.array_equal(moved["wrist"], obs["wrist"])  # the wrist camera moved
+        spec = env.observation_spec()
+        assert spec.camera_names == ("front", "wrist") and spec.image_size == 48 and spec.state_dim == 4
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match=r"cameras \['top'\] not in this scene"):
+        PickCubeEnv(layout="proprio", cameras=("top",))
+    with pytest.raises(ValueError, match="square"):
+        PickCubeEnv(PickCubeConfig(image_width=64, image_height=48), cameras=("front",))
+
+
 def test_reset_is_deterministic_for_a_seed(env):
     first = env.reset(seed=11)[0]["state"]
     other = env.reset(seed=12)[0]["state"]
