@@ -310,6 +310,15 @@ def _checkpoint_positions(root: Path) -> list[tuple[int, Path]]:
     return out
 
 
+def _checkpoint_candidates(root: Path) -> list[Path]:
+    """Checkpoint folders under ``root`` newest first: LATEST's, then the rest by log position."""
+    if not root.is_dir():
+        return []
+    latest = latest_checkpoint(root)
+    others = sorted((f for f in _checkpoint_positions(root) if f[1] != latest), reverse=True)
+    return ([latest] if latest is not None else []) + [folder for _, folder in others]
+
+
 @dataclasses.dataclass
 class ActorState:
     """What the learner knows of one actor (under the node's lock)."""
@@ -499,10 +508,8 @@ class LearnerNode(Node):
     def _served_configuration(self, root: Path, config: LearnerConfig) -> LearnerConfig:
         """Serving a checkpoint (evaluation): build the networks it was trained with, whatever
         the parameter files say (its config.json); training must match them instead."""
-        candidates = [latest_checkpoint(root)] if root.is_dir() else []
-        candidates += [f for _, f in sorted(_checkpoint_positions(root), reverse=True)] if root.is_dir() else []
-        for folder in candidates:
-            if folder is None or not (folder / "config.json").is_file():
+        for folder in _checkpoint_candidates(root):
+            if not (folder / "config.json").is_file():
                 continue
             try:
                 saved = LearnerConfig.from_dict(read_json(folder / "config.json"))
@@ -516,13 +523,8 @@ class LearnerNode(Node):
     def _load_newest_checkpoint(self, root: Path) -> tuple[Path | None, dict[str, int]]:
         """Load the newest loadable checkpoint (LATEST first, then by log position);
         an unreadable one is reported and skipped. Returns (folder, counters)."""
-        if not root.is_dir():
-            return None, {}
-        latest = latest_checkpoint(root)
-        others = sorted((f for f in _checkpoint_positions(root) if f[1] != latest), reverse=True)
-        candidates = ([latest] if latest is not None else []) + [f for _, f in others]
         errors = []
-        for folder in candidates:
+        for folder in _checkpoint_candidates(root):
             try:
                 counters = load_checkpoint(folder, self.agent, self.replay,
                                            check_digests=self.config.checkpoint.verify_digests)

@@ -471,9 +471,8 @@ class PolicyActorNode(Node):
             if policy.spec.action_dim > len(ACTION_FIELDS):
                 raise PolicyFormatError(f"action_dim {policy.spec.action_dim}: an Action carries at most "
                                         f"{len(ACTION_FIELDS)}")
-            if self.vector_state:
-                pass  # the state's length is checked against each frame (_try_act)
-            elif policy.spec.state_dim != self.layout.dim:
+            # A hosted task's state vector is checked against each frame instead (_try_act).
+            if not self.vector_state and policy.spec.state_dim != self.layout.dim:
                 raise PolicyFormatError(f"state_dim {policy.spec.state_dim}, this actor's layout has "
                                         f"{self.layout.dim}")
         except (PolicyFormatError, ValueError) as error:
