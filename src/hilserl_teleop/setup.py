@@ -19,6 +19,7 @@ setup(
     entry_points={
         "console_scripts": [
             "intervention_mux = hilserl_teleop.intervention_mux_node:main",
+            "demo_recorder = hilserl_teleop.demo_recorder_node:main",
         ],
     },
 )

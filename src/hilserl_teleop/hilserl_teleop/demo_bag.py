@@ -51,9 +51,10 @@ def _msg_file(msgtype: str) -> Path | None:
     return None
 
 
-def message_typestore(msgtypes: Iterable[str] = ()) -> Typestore:
-    """Kilted's standard types plus ``msgtypes`` (and what they use) from installed .msg files."""
-    store = get_typestore(Stores.ROS2_KILTED)
+def message_typestore(msgtypes: Iterable[str] = (), store: Typestore | None = None) -> Typestore:
+    """Kilted's standard types (or ``store``) plus ``msgtypes`` and what they use, from installed
+    .msg files; returns the store."""
+    store = store if store is not None else get_typestore(Stores.ROS2_KILTED)
     pending = [t for t in msgtypes if t not in store.fielddefs]
     while pending:
         msgtype = pending.pop()
