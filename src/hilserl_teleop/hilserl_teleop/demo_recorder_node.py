@@ -15,7 +15,6 @@ Crash behaviour (R8 of RELIABILITY.md): SIGINT/SIGTERM close the bag (summary an
 from __future__ import annotations
 
 import importlib
-import time
 from datetime import datetime
 from pathlib import Path
 
