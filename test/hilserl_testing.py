@@ -5,6 +5,8 @@
   with an exclusive file lock, so concurrent test runs never share a graph.
 - `RosHarness`: a private rclpy Context on a leased domain, with an executor
   spinning in a daemon thread.
+- `run_composition(domain_id, params, *arguments)`: launch/runner.py to its end on the
+  test's domain (exit code 0 asserted); its `Output` lines.
 """
 
 from __future__ import annotations
@@ -12,6 +14,10 @@ from __future__ import annotations
 import fcntl
 import os
 import random
+import re
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -122,3 +128,37 @@ class RosHarness:
         rclpy.try_shutdown(context=self.context)
         self._thread.join(timeout=5.0)
         self.executor.shutdown()
+
+
+class Output:
+    """Collects a process's output lines in a thread."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=lambda: self.lines.extend(iter(proc.stdout.readline, "")),
+                                        daemon=True)
+        self._thread.start()
+
+    def find(self, pattern: str) -> list[re.Match]:
+        return [m for m in (re.search(pattern, line) for line in list(self.lines)) if m]
+
+    def tail(self, n: int = 40) -> str:
+        return "".join(self.lines[-n:])
+
+
+def run_composition(domain_id: int, params: Path, *arguments: str, timeout: float = 300.0) -> Output:
+    """Run ``runner.py --params-file params <arguments> domain_id:=...`` to its end; exit code 0 asserted."""
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([sys.executable, str(root / "launch" / "runner.py"), "--params-file", str(params),
+                             *arguments, f"domain_id:={domain_id}"],
+                            env=isolated_environment(domain_id), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    out = Output(proc)
+    try:
+        code = proc.wait(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert code == 0, out.tail()
+    return out

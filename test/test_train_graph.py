@@ -13,19 +13,17 @@ simulated human, intervention mux, safety limiter, learner and policy actor.
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from hilserl_testing import isolated_environment, wait_for
+from hilserl_testing import Output, isolated_environment, run_composition, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "launch"))
@@ -57,39 +55,6 @@ def overrides(tmp_path: Path, demo_file: Path, **actor) -> Path:
     path = tmp_path / "overrides.yaml"
     path.write_text(yaml.safe_dump(params))
     return path
-
-
-class Output:
-    """Collects a process's output lines in a thread."""
-
-    def __init__(self, proc: subprocess.Popen) -> None:
-        self.lines: list[str] = []
-        self._thread = threading.Thread(target=lambda: self.lines.extend(iter(proc.stdout.readline, "")),
-                                        daemon=True)
-        self._thread.start()
-
-    def find(self, pattern: str) -> list[re.Match]:
-        return [m for m in (re.search(pattern, line) for line in list(self.lines)) if m]
-
-    def tail(self, n: int = 40) -> str:
-        return "".join(self.lines[-n:])
-
-
-def run_composition(domain_id: int, params: Path, *arguments: str, timeout: float = 300.0) -> Output:
-    """Run ``runner.py --params-file params <arguments> domain_id:=...`` to its end; exit code 0 asserted."""
-    proc = subprocess.Popen([sys.executable, str(ROOT / "launch" / "runner.py"), "--params-file", str(params),
-                             *arguments, f"domain_id:={domain_id}"],
-                            env=isolated_environment(domain_id), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    out = Output(proc)
-    try:
-        code = proc.wait(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert code == 0, out.tail()
-    return out
 
 
 def stored_frontiers(checkpoint_root: Path) -> tuple[dict[str, int], int]:

@@ -25,6 +25,13 @@ Evaluation: every ``eval_every_steps`` env steps (at an episode boundary) and at
 end (``max_env_steps``), ``eval_episodes`` deterministic episodes on fixed seeds, not
 streamed; the learning curve goes to ``results_dir`` (JSON and PNG). ``mode: eval``
 only evaluates, then exits.
+
+Recording demonstrations (``mode: record``): no policy and no learner. The actor proposes
+"hold" actions so that a person (or the simulated expert) acts through the intervention mux,
+runs the episodes (reset, time limit, success) and publishes their ``EpisodeStatus``, the
+labels that the demo recorder writes into the bag beside the frames and the executed
+commands, until ``record_successes`` episodes have succeeded; then it exits. With
+``wait_for_recorder`` it starts the first episode only once that node subscribes.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ from hilserl_policy.learning_curve import write_learning_curve
 from hilserl_policy.observation import LAYOUT_NAMES, ObservationLayout
 
 VECTOR_LAYOUT = "state"
+MODES = ("train", "eval", "record")
 ACTOR_LAYOUTS = (*LAYOUT_NAMES, VECTOR_LAYOUT)
 ACTION_FIELDS = (("linear", "x"), ("linear", "y"), ("linear", "z"), ("angular", "x"), ("angular", "y"),
                  ("angular", "z"))
@@ -108,7 +116,13 @@ def _int_range(low: int, high: int) -> list[IntegerRange]:
 PARAMETERS = {
     "actor_id": ("actor_0", _fixed("Identifier sent with every transition.")),
     "mode": ("train", _fixed("train: act, stream transitions, evaluate periodically; "
-                             "eval: evaluate eval_episodes episodes, then exit.")),
+                             "eval: evaluate eval_episodes episodes, then exit; record: hold while a "
+                             "person (or the simulated expert) acts, until record_successes episodes "
+                             "succeeded, then exit.")),
+    "record_successes": (20, _fixed("mode record: successful episodes to record.",
+                                    integer_range=_int_range(1, 1_000_000))),
+    "wait_for_recorder": ("", _fixed("mode record: name of the recorder node to wait for before the "
+                                     "first episode ('': do not wait).")),
     "observation_layout": ("relative", _fixed(f"State layout, one of {', '.join(ACTOR_LAYOUTS)}; "
                                               "must match the learner's. 'state': the driver's state "
                                               "vector as published in joint_states positions (a hosted "
@@ -151,8 +165,8 @@ class PolicyActorNode(Node):
         for name, (default, descriptor) in PARAMETERS.items():
             self.declare_parameter(name, default, descriptor)
         p = {name: self.get_parameter(name).value for name in PARAMETERS}
-        if p["mode"] not in ("train", "eval"):
-            raise ValueError(f"mode must be 'train' or 'eval', got {p['mode']!r}")
+        if p["mode"] not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {p['mode']!r}")
         if p["observation_layout"] not in ACTOR_LAYOUTS:
             raise ValueError(f"observation_layout must be one of {ACTOR_LAYOUTS}, got {p['observation_layout']!r}")
         if p["gripper_closed_position"] == p["gripper_open_position"]:
@@ -171,6 +185,8 @@ class PolicyActorNode(Node):
         self.assembler = FrameAssembler(("joints",) if self.vector_state else ("joints", "ee", "task"))
         self.policy: InferencePolicy | None = None
         self.evaluating = p["mode"] == "eval"
+        self.recording = p["mode"] == "record"
+        self.recorded = {"success": 0, "other": 0}  # mode record: finished episodes by outcome
         self.state = "need_reset"
         self.sequence = 0                # next transition sequence
         self.trained = -1                # learner's highest_trained for this actor
@@ -207,8 +223,9 @@ class PolicyActorNode(Node):
         self.create_timer(0.05, self._on_timer)
         self.add_post_set_parameters_callback(self._on_parameters_set)
         shape = "the driver's state vector" if self.vector_state else f"{self.layout.dim} values"
+        waiting = "the driver" if self.recording else "weights and the driver"
         self.get_logger().info(f"actor {self.stream_id} in {p['mode']} mode, layout {p['observation_layout']} "
-                               f"({shape}), waiting for weights and the driver")
+                               f"({shape}), waiting for {waiting}")
 
     # ------------------------------------------------------------ parameters
     def _on_parameters_set(self, parameters) -> None:
@@ -274,8 +291,16 @@ class PolicyActorNode(Node):
             self._finish_step()
 
     # ------------------------------------------------------------- episodes
+    def _recorder_ready(self) -> bool:
+        """mode record: the recorder node subscribes to the executed commands and the labels."""
+        name = self.p["wait_for_recorder"]
+        if not self.recording or not name or self.tracker.episode_id > 0:
+            return True
+        return all(any(info.node_name == name for info in self.get_subscriptions_info_by_topic(
+            self.resolve_topic_name(topic))) for topic in (Topics.COMMAND, Topics.EPISODE_STATUS))
+
     def _request_reset(self) -> None:
-        if not self._reset_client.service_is_ready():
+        if not self._reset_client.service_is_ready() or not self._recorder_ready():
             return  # the timer retries
         if self.evaluating:
             seed = self.p["eval_seed"] + self.eval_index
@@ -313,7 +338,10 @@ class PolicyActorNode(Node):
 
     # ----------------------------------------------------------------- acting
     def _try_act(self) -> None:
-        if self.state != "ready" or self.policy is None:
+        if self.state != "ready" or (self.policy is None and not self.recording):
+            return
+        if self.recording:
+            self._propose(np.zeros(len(ACTION_FIELDS)), None)
             return
         if not self.evaluating:
             if self.p["paced"] and self.trained < self.sequence - 1:
@@ -335,6 +363,11 @@ class PolicyActorNode(Node):
                              "describe different tasks")
         action, gripper = self.policy.act({"state": observation}, deterministic=self.evaluating,
                                           env_step=self.env_steps)
+        self._propose(action, gripper)
+
+    def _propose(self, action, gripper) -> None:
+        """Publish the policy's action for the current frame and wait for its result."""
+        observation, frame = self._current
         msg = Action(source=Action.SOURCE_POLICY, intervention=False,
                      gripper=int(gripper if gripper is not None else Action.GRIPPER_STAY))
         msg.header.stamp = frame["reward"].header.stamp
@@ -353,12 +386,14 @@ class PolicyActorNode(Node):
         next_frame = self._next_frame
         next_observation = self.observation(next_frame)
         reward_msg = next_frame["reward"]
-        executed = action_fields(command)[:self.policy.spec.action_dim]
         terminated, truncated, penalty = self.tracker.record(
             reward_msg.reward, reward_msg.success, int(command.gripper), bool(command.intervention),
             env_terminated=reward_msg.terminated, env_truncated=reward_msg.truncated)
-        if not self.evaluating:
+        if self.recording:
+            self.env_steps += 1  # the bag holds the frames and commands; nothing is streamed
+        elif not self.evaluating:
             self.env_steps += 1
+            executed = action_fields(command)[:self.policy.spec.action_dim]
             self._send(Transition(
                 actor_id=self.stream_id, sequence=self.sequence, episode_id=self.tracker.episode_id,
                 step=self.tracker.step - 1, observation=Observation(state=observation.tolist()),
@@ -397,6 +432,17 @@ class PolicyActorNode(Node):
 
     def _end_episode(self, success: bool) -> None:
         self.state = "need_reset"
+        if self.recording:
+            self.recorded["success" if success else "other"] += 1
+            done, goal = self.recorded["success"], self.p["record_successes"]
+            self.get_logger().info(f"demo episode {self.tracker.episode_id}: "
+                                   f"{'success' if success else 'no success'}; {done}/{goal} successful "
+                                   f"recorded ({self.recorded['other']} others)")
+            if done >= goal:
+                self.state = "done"
+                self.get_logger().info(f"done: {done} successful demonstrations recorded")
+                raise SystemExit(0)
+            return
         if self.evaluating:
             self.eval_results.append((success, self.tracker.step, float(self.tracker.episode_return)))
             self.eval_index += 1
@@ -515,7 +561,9 @@ class PolicyActorNode(Node):
         if now - last >= self.p["report_period_s"]:
             rate = (self.env_steps - steps) / (now - last)
             self._report_state = (now, self.env_steps)
-            weights = f"weights v{self.policy.version}" if self.policy else "no weights yet"
+            weights = (f"weights v{self.policy.version}" if self.policy else
+                       f"demos {self.recorded['success']}/{self.p['record_successes']} successful"
+                       if self.recording else "no weights yet")
             self.get_logger().info(
                 f"{self.env_steps} env steps ({rate:.1f}/s), {self.episodes} episodes, {weights}, "
                 f"{len(self.queue)} unacknowledged (acked {self.queue.acked}, trained {self.trained}), "

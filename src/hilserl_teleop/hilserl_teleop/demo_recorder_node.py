@@ -3,8 +3,8 @@
 Subscribes each topic in ``topics`` with ``raw=True`` (the CDR bytes are written as they
 arrive: nothing is deserialised on the hot path) once a publisher of it appears, with the
 QoS its publishers offer (reliable only if all of them are, as ``ros2 bag record`` does).
-A topic's type comes from the graph, or from ``topic_types`` ("topic=package/msg/Type")
-for a topic that may not be published yet. Episode boundaries and labels travel in the bag
+A topic's type comes from ``topic_types`` ("topic=package/msg/Type", checked when the node
+starts) or else from the graph. Episode boundaries and labels travel in the bag
 as ``hilserl/episode_status`` (recorded by default; ``EpisodeStatus.end_reason``).
 
 Crash behaviour (R8 of RELIABILITY.md): SIGINT/SIGTERM close the bag (summary and
@@ -89,8 +89,6 @@ class DemoRecorderNode(Node):
         self.typestore = message_typestore(self._given_types.values())
         self.recorder = BagRecorder(self.bag_path, self.typestore, p["flush_period_s"])
         self._recording: dict[str, object] = {}
-        for topic, msgtype in self._given_types.items():
-            self._subscribe(topic, msgtype, self._qos_for(topic))
         self.create_timer(DISCOVERY_PERIOD_S, self._on_discovery)
         self.create_timer(p["flush_period_s"] / 2, self.recorder.flush_if_due)
         self.get_logger().info(f"recording {sorted(self._topics)} into {self.bag_path}")
@@ -98,31 +96,31 @@ class DemoRecorderNode(Node):
     # -------------------------------------------------------------- topics
     def _qos_for(self, topic: str) -> QoSProfile:
         offered = [info.qos_profile for info in self.get_publishers_info_by_topic(topic)]
-        reliable = bool(offered) and all(q.reliability == ReliabilityPolicy.RELIABLE for q in offered)
-        latched = bool(offered) and all(q.durability == DurabilityPolicy.TRANSIENT_LOCAL for q in offered)
-        if not offered:
-            reliable = True  # a type given ahead: reliable catches reliable publishers when they come
+        reliable = all(q.reliability == ReliabilityPolicy.RELIABLE for q in offered)
+        latched = all(q.durability == DurabilityPolicy.TRANSIENT_LOCAL for q in offered)
         return QoSProfile(depth=QUEUE_DEPTH,
                           reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
                           durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
 
     def _on_discovery(self) -> None:
-        pending = set(self._topics) - set(self._recording)
+        """Subscribe each topic once it has a publisher, with the QoS its publishers offer."""
+        pending = {t for t in set(self._topics) - set(self._recording) if self.count_publishers(t)}
         if not pending:
             return
-        for topic, types in self.get_topic_names_and_types():
-            if topic in pending:
-                if len(types) != 1:
-                    self.get_logger().error(f"{topic} is published with several types {types}: not recorded",
-                                            throttle_duration_sec=10.0)
-                    continue
-                msgtype = types[0]
-                try:
-                    message_typestore([msgtype], self.typestore)
-                except BagError as error:
-                    self.get_logger().error(f"{topic}: not recorded: {error}", throttle_duration_sec=10.0)
-                    continue
-                self._subscribe(topic, msgtype, self._qos_for(topic))
+        graph_types = dict(self.get_topic_names_and_types())
+        for topic in sorted(pending):
+            types = [self._given_types[topic]] if topic in self._given_types else graph_types.get(topic, [])
+            if len(types) != 1:
+                self.get_logger().error(f"{topic} is published with types {types}: not recorded",
+                                        throttle_duration_sec=10.0)
+                continue
+            msgtype = types[0]
+            try:
+                message_typestore([msgtype], self.typestore)
+            except BagError as error:
+                self.get_logger().error(f"{topic}: not recorded: {error}", throttle_duration_sec=10.0)
+                continue
+            self._subscribe(topic, msgtype, self._qos_for(topic))
 
     def _subscribe(self, topic: str, msgtype: str, qos: QoSProfile) -> None:
         self.recorder.add_topic(topic, msgtype)
