@@ -69,7 +69,8 @@ def run_one(job: dict) -> dict:
     training = TrainingConfig(total_env_steps=job["steps"], num_demos=job["demos"],
                               eval_every=job["eval_every"], eval_episodes=job["eval_episodes"],
                               train_seed=seed, demo_seed=1_000_000 + 1000 * seed,
-                              max_wall_s=60.0 * job["max_minutes"])
+                              max_wall_s=60.0 * job["max_minutes"],
+                              weights_every_updates=job["weights_every"])
     human = None
     if job["mode"] == "sim_intervention":
         human = SimulatedHuman(InterventionRule(**job["rule"]), seed=seed)
@@ -267,6 +268,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-minutes", type=float, default=0.0,
                         help="stop each run after this many minutes (0: none); the curve so far is kept")
     parser.add_argument("--torch-threads", type=int, default=1, help="torch threads per in-process run")
+    parser.add_argument("--weights-every", type=int, default=0,
+                        help="in process: act on weights exported every this many updates, like the "
+                             "graph's actor (0: on the learner's own networks)")
     parser.add_argument("--normalization", default="none", choices=("none", "bounds", "running"))
     parser.add_argument("--utd", type=float, default=1.0, help="updates per env step")
     parser.add_argument("--critics", type=int, default=2)
@@ -291,10 +295,10 @@ def main(argv=None) -> int:
         args.seeds = args.seeds[:1]
     if args.layout is None:
         args.layout = "proprio" if args.cameras else "relative"
-    if args.graph and (args.cameras or args.frozen_backbone or args.max_minutes
+    if args.graph and (args.cameras or args.frozen_backbone or args.max_minutes or args.weights_every
                        or args.batch_size != RLPDConfig.batch_size):
-        parser.error("--cameras, --frozen-backbone, --batch-size and --max-minutes are in-process "
-                     "options (the graph's actor observes state vectors)")
+        parser.error("--cameras, --frozen-backbone, --batch-size, --max-minutes and --weights-every are "
+                     "in-process options (the graph's actor observes state vectors)")
     rule = {"kind": args.rule, "start_probability": args.rule_p, "decay_steps": args.rule_decay,
             "patience": args.rule_patience}
     jobs = [{"mode": mode, "seed": seed, "steps": args.steps, "eval_every": args.eval_every,
@@ -304,7 +308,7 @@ def main(argv=None) -> int:
              "grasp_margin_weight": args.grasp_margin_weight, "rule": rule,
              "cameras": tuple(args.cameras), "frozen_backbone": args.frozen_backbone,
              "batch_size": args.batch_size, "max_minutes": args.max_minutes,
-             "torch_threads": args.torch_threads}
+             "torch_threads": args.torch_threads, "weights_every": args.weights_every}
             for mode in args.modes for seed in args.seeds]
     start = time.monotonic()
     if args.graph:

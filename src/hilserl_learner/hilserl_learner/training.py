@@ -48,10 +48,13 @@ class TrainingConfig:
     eval_seed: int = 2_000_000  # evaluation episode i uses seed eval_seed + i (same every time)
     train_seed: int = 0  # training episode k uses seed train_seed * 100_003 + k
     max_wall_s: float = 0.0  # stop after this many seconds (0: no limit); the curve so far is kept
+    # Act on exported weights refreshed every this many updates, as the graph's actor does
+    # with the learner's publish_every_updates (0: act with the learner's own networks).
+    weights_every_updates: int = 0
 
     def __post_init__(self) -> None:
         for name in ("total_env_steps", "num_demos", "eval_every", "eval_episodes",
-                     "demo_seed", "eval_seed", "train_seed"):
+                     "demo_seed", "eval_seed", "train_seed", "weights_every_updates"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"TrainingConfig.{name} must be an int >= 0, got {value!r}")
@@ -82,6 +85,7 @@ class TrainingResult:
     intervention_steps: int
     last_metrics: dict[str, float]
     env_steps: int = 0  # online env steps done (less than the budget if max_wall_s stopped it)
+    weights_exported: int = 0  # weights_every_updates: exports the acting policy was built from
 
     def steps_to(self, threshold: float) -> int | None:
         """First evaluated env step with success >= threshold (None: never)."""
@@ -139,6 +143,26 @@ def evaluate(agent: RLPDAgent, env, episodes: int, seed: int) -> tuple[float, fl
     return wins / episodes, float(np.mean(lengths))
 
 
+class _ExportedWeights:
+    """Acts like the graph's actor: on the agent's weights as last exported (``refresh``)."""
+
+    def __init__(self, agent: RLPDAgent):
+        self.agent = agent
+        self.version = 0
+        self.refresh()
+
+    def refresh(self) -> None:
+        from hilserl_policy.policy_export import InferencePolicy, export_policy, sha256_hex
+
+        self.version += 1
+        data = export_policy(self.agent, self.version)
+        self.policy = InferencePolicy.from_bytes(data, sha256_hex(data))
+
+    def act(self, observation, deterministic: bool, env_step: int = 0):
+        action, command = self.policy.act(observation, deterministic, env_step)
+        return action, (None if command is None else gripper_command_to_index(command))
+
+
 def train(env, config: LearnerConfig, training: TrainingConfig, expert=None, human=None,
           eval_env=None, progress: Callable[[EvalPoint], None] | None = None) -> TrainingResult:
     """Demos, then online RLPD with optional simulated-human interventions; returns the curve.
@@ -174,6 +198,7 @@ def train(env, config: LearnerConfig, training: TrainingConfig, expert=None, hum
         agent.observe_states(obs["state"])
         return obs, info
 
+    acting = _ExportedWeights(agent) if training.weights_every_updates else agent
     obs, info = new_episode()
     done_steps = 0
     for env_step in range(training.total_env_steps):
@@ -189,7 +214,7 @@ def train(env, config: LearnerConfig, training: TrainingConfig, expert=None, hum
             interventions += 1
             window_interventions += 1
         else:
-            action, gripper = agent.act(obs, deterministic=False, env_step=env_step)
+            action, gripper = acting.act(obs, deterministic=False, env_step=env_step)
             source = TransitionSource.POLICY
         nxt, reward, terminated, truncated, info = env.step({"deltas": action, "gripper": gripper})
         replay.add(obs, action, reward, nxt, terminated, truncated, source=source,
@@ -200,6 +225,8 @@ def train(env, config: LearnerConfig, training: TrainingConfig, expert=None, hum
             replay.refresh_features(agent.encode_for_cache)  # no-op without a feature cache
             metrics = agent.update(replay.sample(config.rlpd.batch_size, agent.rng))
             updates += 1
+            if training.weights_every_updates and updates % training.weights_every_updates == 0:
+                acting.refresh()
         if terminated or truncated:
             if human is not None:
                 human.end_episode(bool(info["success"]))
@@ -221,4 +248,5 @@ def train(env, config: LearnerConfig, training: TrainingConfig, expert=None, hum
             if eval_env is env:
                 obs, info = new_episode()
     return TrainingResult(curve, agent, replay, demo_transitions, interventions,
-                          metrics_to_floats(metrics) if metrics else {}, done_steps)
+                          metrics_to_floats(metrics) if metrics else {}, done_steps,
+                          acting.version if training.weights_every_updates else 0)

@@ -99,6 +99,15 @@ def test_camera_training_with_a_frozen_backbone_encodes_each_stored_frame_once()
         env.close()
 
 
+def test_acting_on_exported_weights_refreshes_them_every_k_updates(env):
+    config = tiny_config(env, learning_starts=10)
+    result = train(env, config, TrainingConfig(total_env_steps=60, num_demos=0, eval_every=0,
+                                               weights_every_updates=7))
+    updates = result.agent.num_critic_updates
+    assert updates == 51 and result.weights_exported == 1 + updates // 7
+    assert train(env, config, TrainingConfig(total_env_steps=5, num_demos=0, eval_every=0)).weights_exported == 0
+
+
 def test_max_wall_s_stops_a_run_and_keeps_what_it_has(env):
     result = train(env, tiny_config(env), TrainingConfig(total_env_steps=10_000, num_demos=0,
                                                          eval_every=0, max_wall_s=1.0))
