@@ -1,12 +1,13 @@
 """The record_demos composition end to end: the scripted expert drives the sim arm through mux
 and limiter, the actor labels episodes, the recorder's bag holds every frame, image, executed
-command and label, consistent with one another."""
+command and label, consistent with one another, and converts to exactly the in-process demos."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -17,6 +18,9 @@ from hilserl_msgs.msg import Action, EpisodeStatus, Reward  # noqa: E402
 from rclpy.serialization import deserialize_message  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 
+from hilserl_learner.bag_demos import dataset_from_bags  # noqa: E402
+from hilserl_learner.record_expert_demos import collect_expert_demos  # noqa: E402
+from hilserl_policy.config import ObservationSpec  # noqa: E402
 from hilserl_teleop.demo_bag import read_bag  # noqa: E402
 
 
@@ -26,7 +30,7 @@ def stamp(msg) -> int:
 
 def test_record_demos_writes_labelled_episodes_to_a_bag(ros_domain_id, tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"actor": {"ros__parameters": {"max_episode_steps": 60}}}))
+    params.write_text(yaml.safe_dump({"actor": {"ros__parameters": {"report_period_s": 1.0}}}))
     out = run_composition(ros_domain_id, params, "record_demos", "demos:=3", "bag:=demos",
                           f"output_dir:={tmp_path}", timeout=240.0)
     assert out.find(r"done: 3 successful demonstrations recorded")
@@ -58,3 +62,14 @@ def test_record_demos_writes_labelled_episodes_to_a_bag(ros_domain_id, tmp_path)
     assert sum(m.step for m in labels) == len(commands)
     successes = [m for m in by_topic["/hilserl/reward"] if m.success]
     assert len(successes) == 3
+
+    # The bag becomes exactly the demonstrations that the in-process env gives for the same
+    # episode seeds (record_demos.yaml: seed 500000 + episode): frames, actions, gripper
+    # indices, rewards, penalties, terminations.
+    spec = ObservationSpec(state_dim=10, action_dim=3, has_gripper=True)
+    from_bag, totals = dataset_from_bags([tmp_path], spec)
+    in_process = collect_expert_demos(3, seed=500_000)
+    assert totals == {"bags": 1, "episodes": 3, "kept": 3, "transitions": len(in_process)}
+    np.testing.assert_allclose(from_bag.frames["state"], in_process.frames["state"], atol=1e-6)
+    for key, values in in_process.arrays.items():
+        np.testing.assert_allclose(from_bag.arrays[key], values, atol=1e-6, err_msg=key)

@@ -69,6 +69,7 @@ from hilserl_learner.config import (
     ReplayConfig,
     RLPDConfig,
 )
+from hilserl_learner.bag_demos import BagConversion, dataset_from_bags
 from hilserl_learner.demo_file import read_demo_file
 from hilserl_learner.rlpd import RLPDAgent, UpdateSchedule, metrics_to_floats
 from hilserl_learner.sequence_tracker import SequenceTracker
@@ -85,6 +86,7 @@ from hilserl_policy.config import (
 )
 from hilserl_policy.encoders import STATE_KEY
 from hilserl_policy.networks import gripper_command_to_index
+from hilserl_policy.observation import GripperCalibration, ObservationLayout
 from hilserl_policy.policy_export import FORMAT, export_policy, sha256_hex
 
 RELIABLE = QoSProfile(depth=1000, reliability=QoSReliabilityPolicy.RELIABLE,
@@ -163,6 +165,12 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     "online_capacity": (200_000, _int("Online buffer capacity (transitions).", 1, 1 << 31)),
     "demo_capacity": (200_000, _int("Demo buffer capacity (0: no demo buffer).", 0, 1 << 31)),
     "demo_fraction": (0.5, _float("Share of each batch drawn from the demo buffer.", 0.0, 1.0)),
+    "demo_bags": ("", _text("Demo bags (record_demos): a bag folder or a folder of bag folders, converted "
+                            "into the demo buffer at a fresh start (successful episodes; docs/demos.md).")),
+    "num_joints": (7, _int("demo_bags: arm joints (gripper excluded) in joint_states, first in order.", 1, 32)),
+    "gripper_joint": ("right_driver_joint", _text("demo_bags: the gripper joint in joint_states (as the actor's).")),
+    "gripper_closed_position": (0.8, _float("demo_bags: gripper joint position when closed.", -1e3, 1e3)),
+    "gripper_open_position": (0.0, _float("demo_bags: gripper joint position when open.", -1e3, 1e3)),
     "demo_file": ("", _text("Demo file (record_expert_demos) loaded into the demo buffer at a "
                             "fresh start (empty: none).")),
     # durability
@@ -466,16 +474,12 @@ class LearnerNode(Node):
             # Everything in the checkpoint counts as trained (its updates were done
             # or are owed and run first: the schedule counts them).
             self._trained_online = self.replay.online.num_added
-        elif p["demo_file"]:
-            demos = read_demo_file(p["demo_file"], expect_spec=self.spec)
-            layout = (demos.layout or {}).get("name")
-            if p["observation_layout"] and layout and layout != p["observation_layout"]:
-                raise ValueError(f"{p['demo_file']}: demos use observation layout {layout!r}, "
-                                 f"parameter observation_layout is {p['observation_layout']!r}")
-            if self.replay.demo is None:
-                raise ValueError("parameter demo_file: demo_capacity is 0 (no demo buffer)")
-            demos.add_to(self.replay)
-            self._update_normalizer([demos.frames[STATE_KEY]] if self.spec.state_dim else [])
+        else:
+            for demos in self._demo_datasets(p):
+                if self.replay.demo is None:
+                    raise ValueError("parameters demo_file / demo_bags: demo_capacity is 0 (no demo buffer)")
+                demos.add_to(self.replay)
+                self._update_normalizer([demos.frames[STATE_KEY]] if self.spec.state_dim else [])
         self.log = TransitionLog(log_dir, segment_bytes=p["segment_mb"] << 20,
                                  sync_every=p["sync_every"],
                                  sync_interval_s=p["sync_interval_ms"] / 1000.0)
@@ -504,6 +508,31 @@ class LearnerNode(Node):
         self._update_normalizer(states)
         # Transitions replayed from the log are owed their updates: they enter the
         # trained frontier (highest_trained) through _online_order like new ones.
+
+    def _demo_datasets(self, p: dict[str, Any]) -> list:
+        """The demo file and the demo bags named by the parameters, as DemoDatasets."""
+        out = []
+        if p["demo_file"]:
+            demos = read_demo_file(p["demo_file"], expect_spec=self.spec)
+            layout = (demos.layout or {}).get("name")
+            if p["observation_layout"] and layout and layout != p["observation_layout"]:
+                raise ValueError(f"{p['demo_file']}: demos use observation layout {layout!r}, "
+                                 f"parameter observation_layout is {p['observation_layout']!r}")
+            out.append(demos)
+        if p["demo_bags"]:
+            if not p["observation_layout"]:
+                raise ValueError("parameter demo_bags needs observation_layout (how frames become states)")
+            conversion = BagConversion(
+                layout=ObservationLayout(p["observation_layout"], num_joints=p["num_joints"]),
+                gripper=GripperCalibration(p["gripper_joint"], p["gripper_closed_position"],
+                                           p["gripper_open_position"]),
+                gripper_penalty=self.config.rlpd.gripper_penalty)
+            demos, totals = dataset_from_bags([p["demo_bags"]], self.spec, conversion)
+            self.get_logger().info(f"demo bags {p['demo_bags']}: {totals['kept']} successful of "
+                                   f"{totals['episodes']} episodes in {totals['bags']} bag(s), "
+                                   f"{totals['transitions']} transitions")
+            out.append(demos)
+        return out
 
     def _served_configuration(self, root: Path, config: LearnerConfig) -> LearnerConfig:
         """Serving a checkpoint (evaluation): build the networks it was trained with, whatever

@@ -161,3 +161,36 @@ def build_state(layout: str | ObservationLayout, **quantities) -> np.ndarray:
     if isinstance(layout, str):
         layout = ObservationLayout(layout)
     return layout.build(**quantities)
+
+
+@dataclasses.dataclass(frozen=True)
+class GripperCalibration:
+    """Which joint of ``joint_states`` is the gripper and its positions when closed and open."""
+
+    joint: str = "right_driver_joint"
+    closed_position: float = 0.8
+    open_position: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.closed_position == self.open_position:
+            raise ValueError("GripperCalibration: closed_position and open_position must differ")
+
+    def opening(self, joint_names: Sequence[str], joint_positions: Sequence[float]) -> float:
+        """Gripper opening in [0, 1] (0 closed) from a joint-state message's names and positions."""
+        names = list(joint_names)
+        if self.joint not in names:
+            raise ValueError(f"joint_states has no gripper joint {self.joint!r} (has {names})")
+        q = joint_positions[names.index(self.joint)]
+        return float(np.clip((q - self.closed_position) / (self.open_position - self.closed_position), 0.0, 1.0))
+
+
+def state_from_messages(layout: ObservationLayout, gripper: GripperCalibration, joints, ee_pose,
+                        task_state) -> np.ndarray:
+    """The layout's state vector from one frame's messages: ``sensor_msgs/JointState``,
+    ``PoseStamped`` of the end effector and of the task object (duck-typed: rclpy messages and
+    rosbags' deserialised ones both work). What the actor acts on and what demo bags become."""
+    ee, task = ee_pose.pose.position, task_state.pose.position
+    return layout.build(gripper_opening=gripper.opening(joints.name, joints.position),
+                        ee_position=[ee.x, ee.y, ee.z], cube_position=[task.x, task.y, task.z],
+                        joint_positions=joints.position, joint_velocities=joints.velocity)
+

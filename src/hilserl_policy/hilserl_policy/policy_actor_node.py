@@ -64,7 +64,12 @@ from sensor_msgs.msg import JointState
 
 from hilserl_policy.actor_core import EpisodeTracker, FrameAssembler, ResendQueue
 from hilserl_policy.learning_curve import write_learning_curve
-from hilserl_policy.observation import LAYOUT_NAMES, ObservationLayout
+from hilserl_policy.observation import (
+    LAYOUT_NAMES,
+    GripperCalibration,
+    ObservationLayout,
+    state_from_messages,
+)
 
 VECTOR_LAYOUT = "state"
 MODES = ("train", "eval", "record")
@@ -172,6 +177,8 @@ class PolicyActorNode(Node):
         if p["gripper_closed_position"] == p["gripper_open_position"]:
             raise ValueError("gripper_closed_position and gripper_open_position must differ")
         self.p = p
+        self.gripper = GripperCalibration(p["gripper_joint"], p["gripper_closed_position"],
+                                          p["gripper_open_position"])
         # Sequences restart at 0 in every actor process: the stream this process sends is its
         # own (actor_id plus a random suffix), so a restarted actor is never taken for a
         # duplicate of its predecessor (R6) and a learner resumed from a checkpoint keeps
@@ -257,16 +264,7 @@ class PolicyActorNode(Node):
     def observation(self, frame) -> np.ndarray:
         if self.vector_state:
             return np.asarray(frame["joints"].position, dtype=np.float32)
-        joints, ee, task = frame["joints"], frame["ee"].pose.position, frame["task"].pose.position
-        names = list(joints.name)
-        if self.p["gripper_joint"] not in names:
-            raise ValueError(f"joint_states has no gripper joint {self.p['gripper_joint']!r} (has {names})")
-        q = joints.position[names.index(self.p["gripper_joint"])]
-        closed, opened = self.p["gripper_closed_position"], self.p["gripper_open_position"]
-        opening = float(np.clip((q - closed) / (opened - closed), 0.0, 1.0))
-        return self.layout.build(gripper_opening=opening, ee_position=[ee.x, ee.y, ee.z],
-                                 cube_position=[task.x, task.y, task.z],
-                                 joint_positions=joints.position, joint_velocities=joints.velocity)
+        return state_from_messages(self.layout, self.gripper, frame["joints"], frame["ee"], frame["task"])
 
     def _on_frame(self, frame) -> None:
         if self.state == "resetting":

@@ -86,6 +86,26 @@ def _nested(fields) -> Iterator[str]:
             yield detail[0][1]  # an array or sequence of messages
 
 
+def deserialize(store: Typestore, data: bytes, msgtype: str):
+    """A message (rosbags dataclass, the ROS field names) from CDR bytes as recorded.
+
+    Like ``Typestore.deserialize_cdr``, but accepts the up to 7 bytes of padding that
+    rmw_fastrtps / rclpy append to round a message up to 8 bytes (rosbags accepts 3: a
+    ``JointState`` with an empty ``effort`` was refused).
+    """
+    if len(data) < 4 or data[0] != 0 or data[1] not in (0, 1):
+        raise BagError(f"{msgtype}: not a CDR message (header {bytes(data[:4]).hex()})")
+    msgdef = store.get_msgdef(msgtype)
+    parse = msgdef.deserialize_cdr_le if data[1] else msgdef.deserialize_cdr_be
+    try:
+        message, position = parse(memoryview(data)[4:], 0, msgdef.cls, store)
+    except (struct.error, UnicodeDecodeError, ValueError) as error:
+        raise BagError(f"{msgtype}: cannot deserialize ({error})") from error
+    if len(data) - 4 - position > 7:
+        raise BagError(f"{msgtype}: {len(data) - 4 - position} bytes left after the message")
+    return message
+
+
 # ------------------------------------------------------------------ writing
 @dataclass
 class TopicInfo:

@@ -16,7 +16,14 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Image
 
 from hilserl_msgs.msg import EpisodeStatus
-from hilserl_teleop.demo_bag import BagError, BagRecorder, message_typestore, read_bag, recover_bag
+from hilserl_teleop.demo_bag import (
+    BagError,
+    BagRecorder,
+    deserialize,
+    message_typestore,
+    read_bag,
+    recover_bag,
+)
 
 TYPES = {"/camera/front/image": "sensor_msgs/msg/Image",
          "/hilserl/episode_status": "hilserl_msgs/msg/EpisodeStatus"}
@@ -113,6 +120,19 @@ def test_sigkill_loses_at_most_the_last_flush_period_and_the_bag_recovers(tmp_pa
     assert (tmp_path / "killed.damaged").is_dir()
     with open(next(bag.glob("*.mcap")), "rb") as handle:
         assert sum(1 for _ in make_reader(handle).iter_messages()) == len(stamps)
+
+
+def test_deserialize_takes_rclpy_padding_and_refuses_garbage():
+    from sensor_msgs.msg import JointState
+
+    store = message_typestore()
+    data = serialize_message(JointState(name=["a"], position=[0.1], velocity=[0.0]))  # empty effort
+    msg = deserialize(store, data, "sensor_msgs/msg/JointState")  # rosbags' own check refuses it
+    assert list(msg.name) == ["a"] and msg.position.tolist() == [0.1] and msg.effort.size == 0
+    with pytest.raises(BagError, match="bytes left after the message"):
+        deserialize(store, data + bytes(16), "sensor_msgs/msg/JointState")
+    with pytest.raises(BagError, match="not a CDR message"):
+        deserialize(store, b"\x07\x07", "sensor_msgs/msg/JointState")
 
 
 def test_errors_name_the_problem(tmp_path):
