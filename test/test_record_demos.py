@@ -37,7 +37,7 @@ def test_record_demos_writes_labelled_episodes_to_a_bag(ros_domain_id, tmp_path)
     assert out.find(r"bag .*demos closed")
 
     by_topic: dict[str, list] = defaultdict(list)
-    kinds = {"/joint_states": JointState, "/hilserl/reward": Reward, "/hilserl/command": Action,
+    kinds = {"/joint_states": JointState, "/hilserl/reward": Reward, "/hilserl/executed_action": Action,
              "/hilserl/episode_status": EpisodeStatus, "/camera/front/image_raw": Image,
              "/camera/wrist/image_raw": Image}
     for topic, _, _, data in read_bag(Path(tmp_path) / "demos"):
@@ -55,7 +55,7 @@ def test_record_demos_writes_labelled_episodes_to_a_bag(ros_domain_id, tmp_path)
         assert [stamp(m) for m in images] == frames, camera
         assert all((m.height, m.width, m.encoding) == (128, 128, "rgb8") for m in images)
     # Every executed command answers a frame, and all came from the (simulated) human.
-    commands = by_topic["/hilserl/command"]
+    commands = by_topic["/hilserl/executed_action"]
     assert set(stamp(m) for m in commands) <= set(frames)
     assert all(m.intervention and m.source == Action.SOURCE_SCRIPTED for m in commands)
     # Steps per episode: the labels' step counts add up to the commands executed.

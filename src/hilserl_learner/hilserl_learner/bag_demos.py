@@ -2,7 +2,8 @@
 
 A bag holds, per step, one *frame* (``joint_states``, ``ee_pose``, ``hilserl/task_state``,
 ``hilserl/reward`` and each camera's image, all with the frame's header stamp), the executed
-command for that frame (``hilserl/command``, same stamp) and the episode labels
+action for that frame (``hilserl/executed_action``: the mux's, same stamp; the safety
+limiter's clamp belongs to the environment) and the episode labels
 (``hilserl/episode_status``). A transition is what the actor would have streamed: the
 frame a command was executed on, the command, and the next frame (its reward, success,
 the environment's terminated/truncated flags); the gripper penalty comes from the actor's own
@@ -35,7 +36,7 @@ from hilserl_policy.observation import GripperCalibration, ObservationLayout, st
 
 FRAME_TOPICS = {"joints": "/joint_states", "ee": "/ee_pose", "task": "/hilserl/task_state",
                 "reward": "/hilserl/reward"}
-COMMAND_TOPIC = "/hilserl/command"
+COMMAND_TOPIC = "/hilserl/executed_action"
 STATUS_TOPIC = "/hilserl/episode_status"
 CAMERA_TOPICS = ("/camera/{name}/image", "/camera/{name}/image_raw")  # preprocessed first
 END_RUNNING, END_SUCCESS, END_TIMEOUT = 0, 1, 3  # hilserl_msgs/EpisodeStatus

@@ -21,7 +21,7 @@ from hilserl_teleop.demo_bag import BagRecorder, message_typestore  # noqa: E402
 
 TOPICS = {"/joint_states": "sensor_msgs/msg/JointState", "/ee_pose": "geometry_msgs/msg/PoseStamped",
           "/hilserl/task_state": "geometry_msgs/msg/PoseStamped", "/hilserl/reward": "hilserl_msgs/msg/Reward",
-          "/hilserl/command": "hilserl_msgs/msg/Action",
+          "/hilserl/executed_action": "hilserl_msgs/msg/Action",
           "/hilserl/episode_status": "hilserl_msgs/msg/EpisodeStatus",
           "/camera/front/image_raw": "sensor_msgs/msg/Image"}
 STATE_SPEC = ObservationSpec(state_dim=10, action_dim=3, has_gripper=True)
@@ -74,7 +74,7 @@ def write_bag(path, episodes, skip=(), image_size=4, encoding="rgb8", gap_after=
             command = Action(gripper=Action.GRIPPER_CLOSE if step == steps - 1 else Action.GRIPPER_OPEN,
                              source=Action.SOURCE_SCRIPTED, intervention=True)
             command.linear.x, command.linear.z = 0.1 * k, -1.0
-            put("/hilserl/command", _stamped(command, current), current + 1)
+            put("/hilserl/executed_action", _stamped(command, current), current + 1)
             k += 1
             last = step == steps - 1
             current = frame(success=last and end == EpisodeStatus.END_SUCCESS,
@@ -119,7 +119,7 @@ def test_bgr_images_are_converted_to_rgb(tmp_path):
 
 
 @pytest.mark.parametrize("case, match", [
-    ("missing", r"missing topics \['/hilserl/command'\]"),
+    ("missing", r"missing topics \['/hilserl/executed_action'\]"),
     ("no_camera", r"no images of camera 'front'"),
     ("size", r"image 6x6, the observation spec wants 4x4"),
     ("encoding", r"image encoding 'mono8'"),
@@ -133,7 +133,7 @@ def test_bad_bags_are_refused_naming_the_problem(tmp_path, case, match):
     ok = [(3, EpisodeStatus.END_SUCCESS)]
     spec = IMAGE_SPEC
     if case == "missing":
-        write_bag(tmp_path / "b", ok, skip=("/hilserl/command",))
+        write_bag(tmp_path / "b", ok, skip=("/hilserl/executed_action",))
     elif case == "no_camera":
         write_bag(tmp_path / "b", ok, skip=("/camera/front/image_raw",))
     elif case == "size":

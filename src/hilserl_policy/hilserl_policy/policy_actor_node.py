@@ -6,8 +6,11 @@ One step, frame-driven (the same in lock-step and realtime driver modes):
    joint_states, ee_pose and task_state): the actor builds the observation
    (``hilserl_policy.observation`` layout) and publishes ``hilserl/policy_action``
    stamped with the frame's stamp.
-2. The intervention mux and the safety limiter turn it into ``hilserl/command`` (same
-   stamp, with the source and the intervention flag): that is what was executed.
+2. The intervention mux chooses between it and a human action: ``hilserl/executed_action``
+   (same stamp, with the source and the intervention flag) is what was executed; the
+   safety limiter then clamps it into ``hilserl/command`` for the driver. The clamp is part
+   of the environment (as the simulator's own limits are in process), so the transition
+   stores the mux's action, not the clamped one.
 3. The next frame completes: the actor records ``Transition(observation, executed
    action, reward, next observation, terminated = success, truncated = time limit)``,
    numbers it (``actor_id``, ``sequence`` from 0) and streams it to the learner.
@@ -220,7 +223,11 @@ class PolicyActorNode(Node):
         self.create_subscription(PoseStamped, Topics.EE_POSE, self._on_ee_pose, RELIABLE)
         self.create_subscription(PoseStamped, Topics.TASK_STATE, self._on_task_state, RELIABLE)
         self.create_subscription(Reward, Topics.REWARD, self._on_reward, RELIABLE)
-        self.create_subscription(Action, Topics.COMMAND, self._on_command, RELIABLE)
+        # What the mux executed (policy or human, with source and intervention flag), before the
+        # safety limiter: the limiter's clamps are part of the environment, as the simulator's
+        # own limits are in process. Recording the clamped command instead made the critic
+        # blind to out-of-bounds proposals (never stored) and the policy drift into the walls.
+        self.create_subscription(Action, Topics.EXECUTED_ACTION, self._on_command, RELIABLE)
         self.create_subscription(TransitionAck, Topics.TRANSITION_ACKS, self._on_transition_acks, RELIABLE)
         self.create_subscription(PolicyParams, Topics.POLICY_PARAMS, self._on_policy_params, LATEST_PARAMS)
         self._reset_client = self.create_client(ResetEpisode, Topics.RESET_EPISODE)
@@ -295,7 +302,7 @@ class PolicyActorNode(Node):
         if not self.recording or not name or self.tracker.episode_id > 0:
             return True
         return all(any(info.node_name == name for info in self.get_subscriptions_info_by_topic(
-            self.resolve_topic_name(topic))) for topic in (Topics.COMMAND, Topics.EPISODE_STATUS))
+            self.resolve_topic_name(topic))) for topic in (Topics.EXECUTED_ACTION, Topics.EPISODE_STATUS))
 
     def _request_reset(self) -> None:
         if not self._reset_client.service_is_ready() or not self._recorder_ready():
