@@ -7,6 +7,7 @@
   spinning in a daemon thread.
 - `run_composition(domain_id, params, *arguments)`: launch/runner.py to its end on the
   test's domain (exit code 0 asserted); its `Output` lines.
+- `write_video(path)`: a small video file (OpenCV) that stands in for a camera.
 """
 
 from __future__ import annotations
@@ -162,3 +163,20 @@ def run_composition(domain_id: int, params: Path, *arguments: str, timeout: floa
             proc.wait()
     assert code == 0, out.tail()
     return out
+
+
+RED_STEP = 20  # frame i of write_video's video has red = RED_STEP * i
+
+
+def write_video(path, frames: int = 10, size=(48, 64)) -> None:
+    """An MJPG AVI (OpenCV) whose frame i is uniformly red = 20 i, green 100, blue 200."""
+    import cv2
+    import numpy as np
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, (size[1], size[0]))
+    assert writer.isOpened(), "OpenCV cannot write MJPG video here"
+    for i in range(frames):
+        frame = np.empty(size + (3,), np.uint8)
+        frame[..., 0], frame[..., 1], frame[..., 2] = 200, 100, RED_STEP * i  # B, G, R
+        writer.write(frame)
+    writer.release()

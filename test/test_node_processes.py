@@ -1,4 +1,4 @@
-"""Every node that runs in the train graph, as a process: Ctrl-C (SIGINT) and SIGTERM end it
+"""Every node that runs in the train graph (and the camera nodes), as a process: Ctrl-C (SIGINT) and SIGTERM end it
 with exit code 0 and no traceback, also while it is idle (nothing arrives, nothing wakes it:
 an idle lock-step bridge and an idle simulated human once ignored both signals)."""
 
@@ -28,6 +28,9 @@ NODES = {
     "transition_monitor": ("hilserl_learner.transition_monitor_node", ["-p", "report_period_s:=0.5"],
                            "waiting for transitions"),
     "random_actor": ("hilserl_policy.random_actor_node", [], "acknowledged up to"),
+    # cameras (a source that is not there: the node keeps retrying, idle)
+    "camera": ("hilserl_drivers.camera_node", ["-p", "front.source:=/nonexistent/front.avi"], "cameras ['front']"),
+    "camera_preprocess": ("hilserl_drivers.camera_preprocess_node", [], "preprocessing front"),
 }
 
 

@@ -19,6 +19,8 @@ setup(
     entry_points={
         "console_scripts": [
             "safety_limiter = hilserl_drivers.safety_limiter_node:main",
+            "camera = hilserl_drivers.camera_node:main",
+            "camera_preprocess = hilserl_drivers.camera_preprocess_node:main",
         ],
     },
 )

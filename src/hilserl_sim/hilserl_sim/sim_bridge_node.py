@@ -15,7 +15,6 @@ hilserl/reward (GROUND_TRUTH) and hilserl/task_state (cube pose); consumes hilse
 
 from __future__ import annotations
 
-import array
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -28,22 +27,11 @@ from sensor_msgs.msg import Image, JointState
 
 from hilserl_sim.bridge_params import declare_bridge_parameters, make_environment
 from hilserl_sim.frame import Frame
+from hilserl_drivers.image_msgs import image_message
 from hilserl_drivers.node_main import run_node
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
-
-
-def image_message(image: np.ndarray, stamp, frame_id: str) -> Image:
-    msg = Image()
-    msg.header.stamp = stamp
-    msg.header.frame_id = frame_id
-    msg.height, msg.width = int(image.shape[0]), int(image.shape[1])
-    msg.encoding = "rgb8"
-    msg.is_bigendian = 0
-    msg.step = msg.width * 3
-    msg.data = array.array("B", np.ascontiguousarray(image, dtype=np.uint8).tobytes())
-    return msg
 
 
 def pose_message(position, quaternion_wxyz, stamp, frame_id: str) -> PoseStamped:
