@@ -180,3 +180,34 @@ def write_video(path, frames: int = 10, size=(48, 64)) -> None:
         frame[..., 0], frame[..., 1], frame[..., 2] = 200, 100, RED_STEP * i  # B, G, R
         writer.write(frame)
     writer.release()
+
+
+CLASSIFIER_IMAGE_SIZE = 32
+
+
+def separable_frames(count: int, seed: int):
+    """Two-camera frames for reward-classifier tests: noisy grey images; a success frame has a
+    bright cube in the upper half of the "front" camera, a failure frame has it in the lower
+    half (the wrist camera shows noise only). Returns ({camera: (N, 32, 32, 3) uint8}, labels)."""
+    import numpy as np
+
+    size = CLASSIFIER_IMAGE_SIZE
+    rng = np.random.default_rng(seed)
+    labels = rng.random(count) < 0.25  # positives are the rare class
+    front = rng.integers(40, 90, (count, size, size, 3), dtype=np.uint8)
+    wrist = rng.integers(40, 90, (count, size, size, 3), dtype=np.uint8)
+    for i, success in enumerate(labels):
+        y = rng.integers(2, size // 2 - 8) if success else rng.integers(size // 2, size - 8)
+        x = rng.integers(2, size - 8)
+        front[i, y:y + 6, x:x + 6] = (230, 60, 60)
+    return {"front": front, "wrist": wrist}, labels
+
+
+def classifier_test_config(**kw):
+    """A small two-camera ClassifierConfig for separable_frames."""
+    from hilserl_policy.config import EncoderConfig
+    from hilserl_policy.reward_classifier import ClassifierConfig
+
+    encoder = EncoderConfig(small_cnn_channels=(16, 16), image_latent_dim=32, random_shift_pad=2)
+    return ClassifierConfig(camera_names=("front", "wrist"), image_size=CLASSIFIER_IMAGE_SIZE,
+                            encoder=encoder, hidden_dim=32, **kw)

@@ -20,6 +20,7 @@ setup(
         "console_scripts": [
             "random_actor = hilserl_policy.random_actor_node:main",
             "policy_actor = hilserl_policy.policy_actor_node:main",
+            "reward_classifier = hilserl_policy.reward_classifier_node:main",
         ],
     },
 )

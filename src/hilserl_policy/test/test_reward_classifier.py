@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from hilserl_policy.config import EncoderConfig
+from hilserl_testing import classifier_test_config as small_config
+from hilserl_testing import separable_frames as synthetic
 from hilserl_policy.reward_classifier import (
     ClassifierConfig,
     RewardClassifier,
@@ -20,29 +21,6 @@ from hilserl_policy.reward_classifier import (
     save_classifier,
     train_classifier,
 )
-
-SIZE = 32
-
-
-def synthetic(count: int, seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Noisy grey frames; a success frame has a bright cube in the upper half of the "front"
-    camera, a failure frame has it in the lower half (the wrist camera shows noise only)."""
-    rng = np.random.default_rng(seed)
-    labels = rng.random(count) < 0.25  # positives are the rare class
-    front = rng.integers(40, 90, (count, SIZE, SIZE, 3), dtype=np.uint8)
-    wrist = rng.integers(40, 90, (count, SIZE, SIZE, 3), dtype=np.uint8)
-    for i, success in enumerate(labels):
-        y = rng.integers(2, SIZE // 2 - 8) if success else rng.integers(SIZE // 2, SIZE - 8)
-        x = rng.integers(2, SIZE - 8)
-        front[i, y:y + 6, x:x + 6] = (230, 60, 60)
-    return {"front": front, "wrist": wrist}, labels
-
-
-def small_config(**kw) -> ClassifierConfig:
-    encoder = EncoderConfig(small_cnn_channels=(16, 16), image_latent_dim=32, random_shift_pad=2)
-    return ClassifierConfig(camera_names=("front", "wrist"), image_size=SIZE, encoder=encoder,
-                            hidden_dim=32, **kw)
-
 
 def test_learns_a_separable_set_and_picks_a_threshold_for_the_target_fpr(tmp_path):
     torch.manual_seed(0)
