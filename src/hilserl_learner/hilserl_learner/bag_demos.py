@@ -79,8 +79,10 @@ def _image(msg, size: int, where: str) -> np.ndarray:
     return image[..., ::-1].copy() if msg.encoding == "bgr8" else image.copy()
 
 
-def _read(path: Path, spec: ObservationSpec) -> tuple[dict[str, dict[int, object]], list, list]:
-    """(frame parts by name and stamp, commands in stamp order, labels in arrival order)."""
+def _read(path: Path, spec: ObservationSpec, state_parts: bool = True
+          ) -> tuple[dict[str, dict[int, object]], list, list]:
+    """(frame parts by name and stamp, commands in stamp order, labels in arrival order);
+    ``state_parts=False``: only the reward and the images of each frame are needed."""
     from hilserl_teleop.demo_bag import BagError, deserialize, message_typestore, read_bag
 
     cameras = {}
@@ -93,13 +95,14 @@ def _read(path: Path, spec: ObservationSpec) -> tuple[dict[str, dict[int, object
         if topic is None:
             raise BagDemoError(f"{path}: no images of camera {name!r} ({' or '.join(t.format(name=name) for t in CAMERA_TOPICS)})")
         cameras[topic] = name
-    needed = set(FRAME_TOPICS.values()) | {COMMAND_TOPIC, STATUS_TOPIC}
+    frame_topics = FRAME_TOPICS if state_parts else {"reward": FRAME_TOPICS["reward"]}
+    needed = set(frame_topics.values()) | {COMMAND_TOPIC, STATUS_TOPIC}
     missing = sorted(needed - listed)
     if missing:
         raise BagDemoError(f"{path}: missing topics {missing} (record_demos records them)")
     parts: dict[str, dict[int, object]] = defaultdict(dict)
     commands, labels = [], []
-    part_of = {topic: part for part, topic in FRAME_TOPICS.items()}
+    part_of = {topic: part for part, topic in frame_topics.items()}
     store = message_typestore(["hilserl_msgs/msg/Action", "hilserl_msgs/msg/EpisodeStatus",
                                "hilserl_msgs/msg/Reward"])
     for topic, msgtype, _, data in read_bag(path, needed | set(cameras)):
@@ -142,18 +145,54 @@ def _check_gaps(path: Path, stamps: list[int], factor: float) -> None:
                            f"between two frames, median {median / 1e6:.1f} ms (lost messages?)")
 
 
-def add_bag(builder: DemoDatasetBuilder, path: str | Path, conversion: BagConversion) -> dict[str, int]:
-    """Convert one bag into ``builder``; returns counts (episodes, kept, transitions)."""
+@dataclasses.dataclass
+class BagEpisode:
+    """One labelled episode of a bag: its frame stamps (the first observation, then each step's
+    next frame), its executed actions in order, and its label."""
+
+    frames: list[int]
+    actions: list
+    end_reason: int
+
+    @property
+    def success(self) -> bool:
+        return self.end_reason == END_SUCCESS
+
+
+def read_episodes(path: str | Path, spec: ObservationSpec, max_gap_factor: float = 10.0,
+                  state_parts: bool = True) -> tuple[dict[str, dict[int, object]], list[BagEpisode]]:
+    """Frame parts by name and stamp, and the bag's labelled episodes (checked, see module doc).
+    ``state_parts=False``: frames need only the reward and the spec's images (the classifier)."""
     path = Path(path)
-    spec = builder.spec
-    parts, commands, labels = _read(path, spec)
+    parts, commands, labels = _read(path, spec, state_parts)
     if not labels:
         raise BagDemoError(f"{path}: no labelled episode (no EpisodeStatus with an end reason)")
-    frame_keys = list(FRAME_TOPICS) + list(spec.camera_names)
+    frame_keys = (list(FRAME_TOPICS) if state_parts else ["reward"]) + list(spec.camera_names)
     complete = sorted(s for s in parts["reward"] if all(s in parts[k] for k in frame_keys))
     if sum(int(label.step) for label in labels) > len(commands):
         raise BagDemoError(f"{path}: the labels count {sum(int(x.step) for x in labels)} steps, the bag has "
                            f"{len(commands)} executed commands (unlabelled or lost steps)")
+    index = {stamp: i for i, stamp in enumerate(complete)}
+    episodes, cursor = [], 0
+    for label in labels:
+        actions = commands[cursor:cursor + int(label.step)]
+        cursor += int(label.step)
+        frames: list[int] = []
+        for action in actions:
+            stamp = _stamp(action)
+            if stamp not in index or index[stamp] + 1 >= len(complete):
+                raise BagDemoError(f"{path}: the action stamped {stamp} has no complete frame "
+                                   "and next frame (lost messages?)")
+            frames += [stamp, complete[index[stamp] + 1]] if not frames else [complete[index[stamp] + 1]]
+        _check_gaps(path, frames, max_gap_factor)
+        episodes.append(BagEpisode(frames, actions, int(label.end_reason)))
+    return parts, episodes
+
+
+def add_bag(builder: DemoDatasetBuilder, path: str | Path, conversion: BagConversion) -> dict[str, int]:
+    """Convert one bag into ``builder``; returns counts (episodes, kept, transitions)."""
+    spec = builder.spec
+    parts, episodes = read_episodes(path, spec, conversion.max_gap_factor)
 
     def observation(stamp: int) -> dict[str, np.ndarray]:
         obs = {STATE_KEY: state_from_messages(conversion.layout, conversion.gripper, parts["joints"][stamp],
@@ -161,39 +200,28 @@ def add_bag(builder: DemoDatasetBuilder, path: str | Path, conversion: BagConver
         obs.update({name: parts[name][stamp] for name in spec.camera_names})
         return obs
 
-    index = {stamp: i for i, stamp in enumerate(complete)}
-    counts = {"episodes": 0, "kept": 0, "transitions": 0}
-    cursor = 0
-    for label in labels:
-        steps = commands[cursor:cursor + int(label.step)]
-        cursor += int(label.step)
-        counts["episodes"] += 1
-        success = label.end_reason == END_SUCCESS
-        if conversion.keep == "success" and not success:
+    counts = {"episodes": len(episodes), "kept": 0, "transitions": 0}
+    for episode in episodes:
+        if conversion.keep == "success" and not episode.success:
             continue
-        stamps = []
-        limit = int(label.step) if label.end_reason == END_TIMEOUT else 2 ** 62
+        limit = len(episode.actions) if episode.end_reason == END_TIMEOUT else 2 ** 62
         tracker = EpisodeTracker(max_steps=limit, gripper_penalty=conversion.gripper_penalty)
-        for command in steps:
-            stamp = _stamp(command)
-            if stamp not in index or index[stamp] + 1 >= len(complete):
-                raise BagDemoError(f"{path}: the command stamped {stamp} has no complete frame "
-                                   "and next frame (lost messages?)")
-            next_stamp = complete[index[stamp] + 1]
-            stamps += [stamp, next_stamp] if not stamps else [next_stamp]
+        for step, action_msg in enumerate(episode.actions):
+            stamp, next_stamp = episode.frames[step], episode.frames[step + 1]
             reward = parts["reward"][next_stamp]
             terminated, truncated, penalty = tracker.record(
-                reward.reward, reward.success, int(command.gripper), bool(command.intervention),
+                reward.reward, reward.success, int(action_msg.gripper), bool(action_msg.intervention),
                 env_terminated=reward.terminated, env_truncated=reward.truncated)
-            action = np.array([command.linear.x, command.linear.y, command.linear.z,
-                               command.angular.x, command.angular.y, command.angular.z],
+            action = np.array([action_msg.linear.x, action_msg.linear.y, action_msg.linear.z,
+                               action_msg.angular.x, action_msg.angular.y, action_msg.angular.z],
                               np.float32)[:spec.action_dim]
-            builder.add(observation(stamp), action, gripper_command_to_index(int(command.gripper)),
+            builder.add(observation(stamp), action, gripper_command_to_index(int(action_msg.gripper)),
                         float(reward.reward), observation(next_stamp), terminated, truncated, penalty)
             counts["transitions"] += 1
-        _check_gaps(path, stamps, conversion.max_gap_factor)
-        if steps:
-            builder.end_episode(success)
+            if terminated:
+                break  # frames recorded after the success (record_after_success) are not transitions
+        if episode.actions:
+            builder.end_episode(episode.success)
             counts["kept"] += 1
     return counts
 

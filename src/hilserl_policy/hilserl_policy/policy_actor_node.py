@@ -131,6 +131,9 @@ PARAMETERS = {
                                     integer_range=_int_range(1, 1_000_000))),
     "wait_for_recorder": ("", _fixed("mode record: name of the recorder node to wait for before the "
                                      "first episode ('': do not wait).")),
+    "record_after_success": (0, _fixed("mode record: steps to go on after the first success frame "
+                                       "(success frames for the reward classifier; 0: end at success).",
+                                       integer_range=_int_range(0, 10000))),
     "observation_layout": ("relative", _fixed(f"State layout, one of {', '.join(ACTOR_LAYOUTS)}; "
                                               "must match the learner's. 'state': the driver's state "
                                               "vector as published in joint_states positions (a hosted "
@@ -197,6 +200,7 @@ class PolicyActorNode(Node):
         self.evaluating = p["mode"] == "eval"
         self.recording = p["mode"] == "record"
         self.recorded = {"success": 0, "other": 0}  # mode record: finished episodes by outcome
+        self._succeeded_at: int | None = None  # mode record: step of the first success frame
         self.state = "need_reset"
         self.sequence = 0                # next transition sequence
         self.trained = -1                # learner's highest_trained for this actor
@@ -406,20 +410,35 @@ class PolicyActorNode(Node):
                 gripper_action=int(command.gripper), action_source=int(command.source),
                 reward=float(reward_msg.reward), terminated=terminated, truncated=truncated,
                 intervened=bool(command.intervention), gripper_penalty=float(penalty)))
+        if self.recording and self.p["record_after_success"]:
+            terminated, truncated = self._record_after_success(terminated, truncated)
         done = terminated or truncated
         if not done:
             end = EpisodeStatus.END_RUNNING
         elif terminated:
-            end = EpisodeStatus.END_SUCCESS if reward_msg.success else EpisodeStatus.END_FAILURE
+            succeeded = reward_msg.success or self._succeeded_at is not None
+            end = EpisodeStatus.END_SUCCESS if succeeded else EpisodeStatus.END_FAILURE
         else:
             end = EpisodeStatus.END_TIMEOUT
-        self._publish_status(end, success=bool(reward_msg.success))
+        success = bool(reward_msg.success) or self._succeeded_at is not None
+        self._publish_status(end, success=success)
         if done:
-            self._end_episode(bool(reward_msg.success))
+            self._succeeded_at = None
+            self._end_episode(success)
         else:
             self._current = (next_observation, next_frame)
             self.state = "ready"
             self._try_act()
+
+    def _record_after_success(self, terminated: bool, truncated: bool) -> tuple[bool, bool]:
+        """mode record: go on for record_after_success steps past the first success frame."""
+        if self._succeeded_at is None:
+            if not terminated:
+                return terminated, truncated
+            self._succeeded_at = self.tracker.step
+        if self.tracker.step >= self._succeeded_at + self.p["record_after_success"]:
+            return True, False
+        return False, False
 
     def _send(self, msg: Transition) -> None:
         self.queue.add(self.sequence, msg, time.monotonic())
