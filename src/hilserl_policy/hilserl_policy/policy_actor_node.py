@@ -158,7 +158,8 @@ PARAMETERS = {
     "eval_episodes": (20, _runtime("Deterministic episodes per evaluation.", integer_range=_int_range(1, 10000))),
     "eval_seed": (100000, _fixed("Seed of the first evaluation episode (then +1 each); training "
                                  "episodes use seed + episode number.", integer_range=_int_range(0, 2**31 - 1))),
-    "seed": (0, _fixed("Base seed of training episodes.", integer_range=_int_range(0, 2**31 - 1))),
+    "seed": (0, _fixed("Base seed of training episodes (episode k: seed + k; an aborted episode is "
+                       "retried with its seed).", integer_range=_int_range(0, 2**31 - 1))),
     "max_observation_age_s": (0.0, _runtime("Drop (and count) a frame older than this when acting "
                                             "(0: never; lock-step sim holds still while waiting).",
                                             floating_point_range=_float_range(0.0, 60.0))),
@@ -206,6 +207,7 @@ class PolicyActorNode(Node):
         self.trained = -1                # learner's highest_trained for this actor
         self.env_steps = 0               # training steps executed
         self.episodes = 0                # training episodes started
+        self.episodes_done = 0           # training episodes ended (not aborted): the next seed's offset
         self.eval_results: list[tuple[bool, int, float]] = []
         self.eval_index = 0
         self.curve: list[dict] = []
@@ -314,7 +316,9 @@ class PolicyActorNode(Node):
         if self.evaluating:
             seed = self.p["eval_seed"] + self.eval_index
         else:
-            seed = self.p["seed"] + self.episodes
+            # An aborted episode (no result: e.g. a command lost while the graph was still
+            # connecting) does not use up its seed: the next attempt starts the same episode.
+            seed = self.p["seed"] + self.episodes_done
         # Announce the kind of episode before it starts: a simulated human must not take over
         # an evaluation episode, and it decides on the reset's first frame.
         self.tracker.start(self.tracker.episode_id + 1)  # the driver numbers episodes 1, 2, ...
@@ -456,6 +460,8 @@ class PolicyActorNode(Node):
 
     def _end_episode(self, success: bool) -> None:
         self.state = "need_reset"
+        if not self.evaluating:
+            self.episodes_done += 1
         if self.recording:
             self.recorded["success" if success else "other"] += 1
             done, goal = self.recorded["success"], self.p["record_successes"]
