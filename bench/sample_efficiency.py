@@ -95,6 +95,21 @@ def run_one(job: dict) -> dict:
                       for p in result.curve]}
 
 
+def graph_intervention_rates(log_dir: str, every: int) -> dict[int, float]:
+    """Share of intervened steps in each window of ``every`` env steps (1..every -> every, ...),
+    from the learner's transition log (every step the actor streamed, in order)."""
+    from hilserl_learner.transition_log import read_log
+    from hilserl_msgs.msg import Transition
+    from rclpy.serialization import deserialize_message
+
+    if not os.path.isdir(log_dir):
+        return {}
+    records = sorted(read_log(log_dir), key=lambda r: r.sequence)
+    flags = [bool(deserialize_message(bytes(r.payload), Transition).intervened) for r in records]
+    return {(i // every + 1) * every: round(float(np.mean(flags[i:i + every])), 4)
+            for i in range(0, len(flags), every)}
+
+
 def run_graph(job: dict) -> dict:
     """One training run through the ROS 2 graph: the train composition (bridge in lock-step,
     mux, limiter, simulated human in sim_intervention mode, learner, actor paced by the
@@ -143,9 +158,12 @@ def run_graph(job: dict) -> dict:
           f"{[round(p['success_rate'], 2) for p in curve]} (log: {work}/graph.log)", flush=True)
     # The actor evaluates at the first episode boundary past each multiple of eval_every (the
     # last one past max_env_steps): report it at that multiple, keep the exact count.
+    rates = graph_intervention_rates(os.path.join(work, "checkpoints", "transition_log"), job["eval_every"])
     points = [{"env_step": min(job["steps"], p["env_steps"] // job["eval_every"] * job["eval_every"]),
                "env_steps_exact": p["env_steps"], "success": p["success_rate"],
-               "mean_length": p["mean_length"], "intervention_rate": None} for p in curve]
+               "mean_length": p["mean_length"]} for p in curve]
+    for point in points:
+        point["intervention_rate"] = rates.get(point["env_step"])
     first = next((p["env_step"] for p in points if p["success"] >= 0.95), None)
     return {"mode": job["mode"], "seed": job["seed"], "wall_s": round(time.monotonic() - start, 1),
             "steps_to_95": first, "curve": points, "exit_code": code}
