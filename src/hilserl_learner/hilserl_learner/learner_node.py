@@ -151,6 +151,10 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     "discount": (0.97, _float("Discount gamma.", 0.0, 1.0)),
     "utd_ratio": (1.0, _float("Critic updates per new online transition (pacing utd).", 0.001, 1e4)),
     "critic_actor_ratio": (2, _int("Critic updates per actor update.", 1, 100)),
+    "initial_temperature": (0.01, _float("Entropy temperature alpha at the start (HIL-SERL: 0.01; SAC: 1).",
+                                         1e-6, 1e3)),
+    "target_entropy_scale": (0.5, _float("Target entropy = -scale x action dims (HIL-SERL: 0.5; SAC: 1).",
+                                          0.0, 100.0)),
     "learning_starts": (100, _int("Online transitions before the first update.", 0, 1 << 30)),
     "actor_bc_weight": (0.5, _float("Behaviour-cloning weight of the actor on demonstration and "
                                     "intervention transitions (0: pure RLPD).", 0.0, 1e3)),
@@ -238,6 +242,7 @@ def _spec_and_config(p: dict[str, Any]) -> LearnerConfig:
         grasp_critic=GraspCriticConfig(hidden_dims=hidden))
     rlpd_fields = {f.name for f in dataclasses.fields(RLPDConfig)}
     rlpd = {k: p[k] for k in ("batch_size", "discount", "utd_ratio", "critic_actor_ratio",
+                              "initial_temperature", "target_entropy_scale",
                               "learning_starts", "seed", "random_steps", "actor_bc_weight",
                               "grasp_margin_weight", "grasp_margin") if k in rlpd_fields}
     replay = ReplayConfig(online_capacity=p["online_capacity"], demo_capacity=p["demo_capacity"],
