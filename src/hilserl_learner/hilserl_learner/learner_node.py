@@ -105,6 +105,7 @@ ACTOR_PREFIX = "stored/"
 VERSION_FILE = "policy_version"
 RESTART_HINT_AFTER = 100  # sequence 0 after this many stored: warn about a reused actor id
 CHECKPOINT_POLL_S = 0.5  # how often the checkpoint thread looks at checkpoint_period_s
+REPORT_LOCK_WAIT_S = 0.02  # the progress line skips a period rather than hold up the intake
 
 
 # ------------------------------------------------------------------ parameters
@@ -375,6 +376,7 @@ class LearnerNode(Node):
         torch.set_num_threads(p["torch_threads"])
 
         self._lock = threading.Lock()  # replay, stored trackers, actor states, counters
+        self._episodes_lock = threading.Lock()  # episode outcomes (never held with a save)
         self._agent_lock = threading.Lock()  # networks, optimiser (taken before _lock)
         self._log_cv = threading.Condition()  # log, accepted tracker, pending messages
         self._train_cv = threading.Condition(self._lock)
@@ -390,6 +392,7 @@ class LearnerNode(Node):
         self.stored = SequenceTracker()  # durable and in the replay
         self.actors: dict[str, ActorState] = collections.defaultdict(ActorState)
         self._pending: dict[int, tuple[str, int, bytes]] = {}  # log position -> (actor, seq, cdr)
+        self._acks_requested: set[str] = set()  # actors that sent duplicates (under _log_cv)
         self._online_order: collections.deque = collections.deque()  # (online index, actor, seq)
         self._trained_online = 0  # online transitions whose updates are done
         self.log_position = -1  # position of the last log record in the replay
@@ -616,9 +619,12 @@ class LearnerNode(Node):
                     "a restarted actor reusing its id? Its transitions are duplicates of the "
                     "old ones and are dropped; give each actor run its own actor_id or continue "
                     "from the acknowledged sequence", throttle_duration_sec=10.0)
-            with self._lock:
-                self.duplicates_total += 1
-            self._publish_ack(actor)  # tell a resending actor what is already stored
+            # Tell a resending actor what is already stored, from the sync thread: publishing an
+            # ack reads under _lock, which a checkpoint save holds, and the intake must not wait.
+            with self._log_cv:
+                self.duplicates_total += 1  # written by the intake only
+                self._acks_requested.add(actor)
+                self._log_cv.notify()
 
     def _guarded(self, name: str, loop) -> None:
         """Run a thread's loop; a crash is logged as fatal and shown in every progress line."""
@@ -634,6 +640,10 @@ class LearnerNode(Node):
 
     def _sync_loop(self) -> None:
         while not self._stop.is_set():
+            with self._log_cv:
+                requested, self._acks_requested = self._acks_requested, set()
+            for actor in requested:
+                self._publish_ack(actor)
             with self._log_cv:
                 wait = self.log.seconds_until_due()
                 if wait is None or (wait > 0 and not self.log.sync_due()):
@@ -840,14 +850,16 @@ class LearnerNode(Node):
         if msg.end_reason == EpisodeStatus.END_RUNNING:
             return
         steps = max(int(msg.step), 1)
-        with self._lock:
+        # Its own lock, not _lock: a checkpoint save holds _lock for its whole duration, and this
+        # callback runs on the executor thread that also takes in the transitions.
+        with self._episodes_lock:
             self._episodes.append((bool(msg.success), float(msg.episode_return),
                                    int(msg.intervention_steps) / steps))
             count = len(self._episodes)
             success = sum(e[0] for e in self._episodes) / count
             ret = sum(e[1] for e in self._episodes) / count
             intervention = sum(e[2] for e in self._episodes) / count
-            updates = self.agent.num_critic_updates
+        updates = self.agent.num_critic_updates
         if self._writer is not None:
             self._writer.add_scalar("charts/episode_return", float(msg.episode_return), updates)
             self._writer.add_scalar("charts/success_rate", success, updates)
@@ -855,9 +867,13 @@ class LearnerNode(Node):
             self._writer.add_scalar("charts/mean_return", ret, updates)
 
     # ----------------------------------------------------------------- report
-    def stats(self) -> dict[str, Any]:
-        """Counters for the progress line, TensorBoard and tests."""
-        with self._lock:
+    def stats(self, for_report: bool = False) -> dict[str, Any] | None:
+        """Counters for the progress line, TensorBoard and tests. ``for_report``: from the
+        executor thread, which must not wait for ``_lock`` (a checkpoint save holds it): None if
+        it is taken; else the transitions received since the last report, and that count restarts."""
+        if not self._lock.acquire(timeout=REPORT_LOCK_WAIT_S if for_report else -1):
+            return None
+        try:
             latencies = sorted(self._ack_latencies)
             out = {
                 "updates": self.agent.num_critic_updates,
@@ -872,10 +888,16 @@ class LearnerNode(Node):
                 "log_position": self.log_position,
                 "stored": {a: s.highest_contiguous for a, s in self.stored.actors().items()},
                 "trained": {a: s.trained for a, s in self.actors.items()},
-                "episodes": len(self._episodes),
-                "success_rate": (sum(e[0] for e in self._episodes) / len(self._episodes)
-                                 if self._episodes else float("nan")),
+                "received_since_report": self._received_since_report,
             }
+            if for_report:
+                self._received_since_report = 0
+        finally:
+            self._lock.release()
+        with self._episodes_lock:
+            out["episodes"] = len(self._episodes)
+            out["success_rate"] = (sum(e[0] for e in self._episodes) / len(self._episodes)
+                                   if self._episodes else float("nan"))
         if latencies:
             out["ack_latency_p50_ms"] = 1e3 * latencies[len(latencies) // 2]
             out["ack_latency_p99_ms"] = 1e3 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
@@ -886,11 +908,13 @@ class LearnerNode(Node):
     def _on_report(self) -> None:
         now = time.monotonic()
         elapsed = max(now - self._report_time, 1e-9)
-        s = self.stats()
+        # Never wait for _lock on the executor thread (a checkpoint save holds it): the intake
+        # would wait too. A report that finds it taken is skipped; the next one covers the gap.
+        s = self.stats(for_report=True)
+        if s is None:
+            return
         update_rate = (s["updates"] - self._updates_at_report) / elapsed
-        with self._lock:
-            step_rate = self._received_since_report / elapsed
-            self._received_since_report = 0
+        step_rate = s["received_since_report"] / elapsed
         self._updates_at_report, self._report_time = s["updates"], now
         loss = self._last_metrics.get("losses/critic")
         line = (f"updates {s['updates']} ({update_rate:.1f}/s) | steps {s['online_added']} "
