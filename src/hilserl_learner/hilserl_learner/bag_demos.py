@@ -55,7 +55,10 @@ class BagConversion:
     gripper: GripperCalibration = GripperCalibration()
     gripper_penalty: float = -0.02  # RLPDConfig.gripper_penalty
     keep: str = "success"  # "success": successful episodes only; "all": every labelled episode
-    max_gap_factor: float = 10.0  # a frame interval over this many median intervals (inside an episode) fails
+    # A frame interval over this many median intervals inside an episode fails (0: off, the default:
+    # a lock-step recording's intervals follow the machine's speed, not lost messages; set it for
+    # realtime recordings).
+    max_gap_factor: float = 0.0
 
     def __post_init__(self) -> None:
         if self.keep not in ("success", "all"):
@@ -136,7 +139,7 @@ def _topics(path: Path) -> list[tuple[str, str]]:
 
 def _check_gaps(path: Path, stamps: list[int], factor: float) -> None:
     gaps = np.diff(np.asarray(stamps, np.int64))
-    if len(gaps) < 3:
+    if factor <= 0 or len(gaps) < 3:
         return
     median = float(np.median(gaps))
     worst = int(np.argmax(gaps))
@@ -159,7 +162,7 @@ class BagEpisode:
         return self.end_reason == END_SUCCESS
 
 
-def read_episodes(path: str | Path, spec: ObservationSpec, max_gap_factor: float = 10.0,
+def read_episodes(path: str | Path, spec: ObservationSpec, max_gap_factor: float = 0.0,
                   state_parts: bool = True) -> tuple[dict[str, dict[int, object]], list[BagEpisode]]:
     """Frame parts by name and stamp, and the bag's labelled episodes (checked, see module doc).
     ``state_parts=False``: frames need only the reward and the spec's images (the classifier)."""

@@ -153,7 +153,8 @@ def test_bad_bags_are_refused_naming_the_problem(tmp_path, case, match):
     elif case == "empty":
         (tmp_path / "nothing").mkdir()
     with pytest.raises(BagDemoError, match=match):
-        dataset_from_bags([tmp_path / "nothing" if case == "empty" else tmp_path], spec)
+        dataset_from_bags([tmp_path / "nothing" if case == "empty" else tmp_path], spec,
+                          BagConversion(max_gap_factor=10.0))
 
 
 def test_layout_comes_from_the_conversion(tmp_path):
