@@ -10,8 +10,9 @@
     python bench/reward_classifier.py --out out/reward_classifier.json
     python bench/reward_classifier.py --quick        # under a minute
 
-JSON: {"accuracy", "false_positive_rate", "false_negative_rate", "threshold" (held-out frames),
-"train": {...}, "frames": {...}, "config": {...}, "wall_s"}. Targets (the demos issue):
+JSON: {"accuracy", "false_positive_rate", "false_negative_rate" (held-out frames, at "threshold",
+which the validation episodes chose), "validation": {...}, "train": {...}, "frames": {...},
+"config": {...}, "wall_s"}. Targets (the demos issue):
 accuracy >= 0.97 and false-positive rate <= 0.01 on held-out episodes.
 """
 
@@ -69,12 +70,14 @@ def main(argv=None) -> int:
                                             "--steps", str(args.steps), "--target-fpr", str(args.target_fpr),
                                             "--seed", str(args.seed)])
     metrics = run(train_args)
-    report = {**metrics["held_out"], "threshold": metrics["threshold"], "train": metrics["train"],
+    report = {**metrics["held_out"], "threshold": metrics["threshold"], "validation": metrics["validation"],
+              "train": metrics["train"],
               "frames": metrics["frames"], "wall_s": round(time.monotonic() - start, 1),
               "record_s": round(recorded, 1),
               "config": {"demos": args.demos, "after_success": args.after_success, "steps": args.steps,
                          "target_fpr": args.target_fpr, "cameras": args.cameras, "labels": "ground_truth",
-                         "held_out_share": train_args.held_out, "work": work}}
+                         "held_out_share": train_args.held_out, "validation_share": train_args.validation,
+                         "work": work}}
     text = json.dumps(report, indent=2)
     if args.out:
         with open(args.out, "w") as handle:

@@ -10,6 +10,8 @@ update-to-data ratio, several seeds, with and without a simulated human
     python bench/sample_efficiency.py --out se.json --png se.png
     python bench/sample_efficiency.py --quick            # smoke run, < 2 min
     python bench/sample_efficiency.py --graph --out se_graph.json   # through the graph
+    python bench/sample_efficiency.py --graph --modes no_intervention --steps 3000 \
+        --rewards ground_truth classifier --classifier-dir runs/classifier   # reward from cameras
     python bench/sample_efficiency.py --cameras front wrist --seeds 0 --modes no_intervention \
         --max-minutes 60 --torch-threads 2 --eval-episodes 20     # images + proprio, 60 min
     python bench/sample_efficiency.py --seeds 0 1 2 --modes no_intervention \
@@ -20,6 +22,12 @@ JSON: {"results": {mode: {"steps_to_95": worst seed's first step at >= 95 %
 "wall_s": mean seconds per run, "per_seed": {...}, "intervention_rate_at"
 (sim_intervention)}}, "config": {...}}. The PNG (own rasteriser, no
 matplotlib) plots success vs env steps, one line per seed and mode.
+
+``--rewards classifier`` (graph only): the learner and actor get their reward from the reward
+classifier on the bridge's cameras (``train reward:=classifier``), and the success rate
+reported is the simulator's ground truth for the same evaluation episodes (a success frame
+on ``hilserl/reward_ground_truth`` before the episode ended), with the classifier's own
+verdict beside it ("success_classifier"). Such results are keyed "<mode>+classifier_reward".
 """
 
 from __future__ import annotations
@@ -110,6 +118,52 @@ def graph_intervention_rates(log_dir: str, every: int) -> dict[int, float]:
             for i in range(0, len(flags), every)}
 
 
+class GroundTruthObserver:
+    """Ground-truth success of each episode while the classifier is the reward: an rclpy node
+    on the run's domain, counting a success frame on hilserl/reward_ground_truth between two
+    episode ends (hilserl/episode_status with an end reason)."""
+
+    def __init__(self, domain_id: int):
+        import threading
+
+        import rclpy
+        from hilserl_msgs.msg import EpisodeStatus, Reward, Topics
+        from rclpy.context import Context
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node("ground_truth_observer", context=self.context)
+        qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+        self.episodes: list[dict] = []
+        self._succeeded = False
+        self.node.create_subscription(Reward, "hilserl/reward_ground_truth", self._on_reward, qos)
+        self.node.create_subscription(EpisodeStatus, Topics.EPISODE_STATUS, self._on_status, qos)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def _on_reward(self, msg) -> None:
+        self._succeeded = self._succeeded or bool(msg.success)
+
+    def _on_status(self, msg) -> None:
+        if msg.end_reason != 0:  # END_RUNNING
+            self.episodes.append({"evaluation": bool(msg.evaluation), "ground_truth": self._succeeded,
+                                  "classifier": bool(msg.success), "steps": int(msg.step)})
+            self._succeeded = False
+
+    def evaluation_blocks(self, size: int) -> list[list[dict]]:
+        runs = [e for e in self.episodes if e["evaluation"]]
+        return [runs[i:i + size] for i in range(0, len(runs), size)]
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.context.try_shutdown()
+
+
 def run_graph(job: dict) -> dict:
     """One training run through the ROS 2 graph: the train composition (bridge in lock-step,
     mux, limiter, simulated human in sim_intervention mode, learner, actor paced by the
@@ -147,25 +201,42 @@ def run_graph(job: dict) -> dict:
         yaml.safe_dump(params, handle)
     human = "sim" if job["mode"] == "sim_intervention" else "none"
     env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    reward = [] if job["reward"] == "ground_truth" else ["reward:=classifier",
+                                                         f"classifier_dir:={job['classifier_dir']}"]
+    observer = GroundTruthObserver(job["domain_id"]) if reward else None
     start = time.monotonic()
-    with open(os.path.join(work, "graph.log"), "w") as log:
-        code = subprocess.run([sys.executable, os.path.join(root, "launch", "runner.py"), "train",
-                               f"human:={human}", f"domain_id:={job['domain_id']}", "--params-file", overrides],
-                              env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    try:
+        with open(os.path.join(work, "graph.log"), "w") as log:
+            code = subprocess.run([sys.executable, os.path.join(root, "launch", "runner.py"), "train",
+                                   f"human:={human}", f"domain_id:={job['domain_id']}", *reward,
+                                   "--params-file", overrides],
+                                  env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    finally:
+        if observer is not None:
+            observer.close()
     with open(os.path.join(work, "curve.json")) as handle:
         curve = json.load(handle)["curve"]
-    print(f"[{job['mode']} seed {job['seed']}] graph run exit {code}, "
+    if observer is not None:  # the curve's success is the classifier's verdict: report the ground truth
+        blocks = observer.evaluation_blocks(job["eval_episodes"])
+        if len(blocks) < len(curve):
+            raise RuntimeError(f"ground truth seen for {len(blocks)} evaluations, the actor made {len(curve)}")
+        for point, block in zip(curve, blocks):
+            point["success_classifier"] = point["success_rate"]
+            point["success_rate"] = float(np.mean([e["ground_truth"] for e in block]))
+    print(f"[{job['label']} seed {job['seed']}] graph run exit {code}, "
           f"{[round(p['success_rate'], 2) for p in curve]} (log: {work}/graph.log)", flush=True)
     # The actor evaluates at the first episode boundary past each multiple of eval_every (the
     # last one past max_env_steps): report it at that multiple, keep the exact count.
     rates = graph_intervention_rates(os.path.join(work, "checkpoints", "transition_log"), job["eval_every"])
     points = [{"env_step": min(job["steps"], p["env_steps"] // job["eval_every"] * job["eval_every"]),
                "env_steps_exact": p["env_steps"], "success": p["success_rate"],
-               "mean_length": p["mean_length"]} for p in curve]
+               "mean_length": p["mean_length"],
+               **({"success_classifier": p["success_classifier"]} if "success_classifier" in p else {})}
+              for p in curve]
     for point in points:
         point["intervention_rate"] = rates.get(point["env_step"])
     first = next((p["env_step"] for p in points if p["success"] >= 0.95), None)
-    return {"mode": job["mode"], "seed": job["seed"], "wall_s": round(time.monotonic() - start, 1),
+    return {"mode": job["label"], "seed": job["seed"], "wall_s": round(time.monotonic() - start, 1),
             "steps_to_95": first, "curve": points, "exit_code": code}
 
 
@@ -182,7 +253,7 @@ def summarise(runs: list[dict], mode: str) -> dict:
         values = [p["success"] for r in mine for p in r["curve"] if p["env_step"] == step]
         if values and (step in REPORT_STEPS or step == all_steps[-1]):
             out["success_at"][str(step)] = round(float(np.mean(values)), 3)
-    if mode == "sim_intervention":
+    if mode.startswith("sim_intervention"):
         out["intervention_rate_at"] = {}
         for step in all_steps:
             values = [p["intervention_rate"] for r in mine for p in r["curve"]
@@ -304,6 +375,10 @@ def main(argv=None) -> int:
     parser.add_argument("--rule-patience", type=int, default=10)
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="runs in parallel (one process and one torch thread each)")
+    parser.add_argument("--rewards", nargs="+", default=["ground_truth"], choices=("ground_truth", "classifier"),
+                        help="graph only: reward sources to train with, side by side")
+    parser.add_argument("--classifier-dir", default="runs/classifier",
+                        help="the reward classifier for --rewards classifier (train_reward_classifier)")
     parser.add_argument("--graph", action="store_true",
                         help="train through the ROS 2 graph (train composition, paced actor) instead of "
                              "in process; runs one after the other")
@@ -317,6 +392,8 @@ def main(argv=None) -> int:
                        or args.batch_size != RLPDConfig.batch_size):
         parser.error("--cameras, --frozen-backbone, --batch-size, --max-minutes and --weights-every are "
                      "in-process options (the graph's actor observes state vectors)")
+    if args.rewards != ["ground_truth"] and not args.graph:
+        parser.error("--rewards classifier trains through the graph: add --graph")
     rule = {"kind": args.rule, "start_probability": args.rule_p, "decay_steps": args.rule_decay,
             "patience": args.rule_patience}
     jobs = [{"mode": mode, "seed": seed, "steps": args.steps, "eval_every": args.eval_every,
@@ -326,8 +403,10 @@ def main(argv=None) -> int:
              "grasp_margin_weight": args.grasp_margin_weight, "rule": rule,
              "cameras": tuple(args.cameras), "frozen_backbone": args.frozen_backbone,
              "batch_size": args.batch_size, "max_minutes": args.max_minutes,
-             "torch_threads": args.torch_threads, "weights_every": args.weights_every}
-            for mode in args.modes for seed in args.seeds]
+             "torch_threads": args.torch_threads, "weights_every": args.weights_every,
+             "reward": reward, "classifier_dir": os.path.abspath(args.classifier_dir),
+             "label": mode if reward == "ground_truth" else f"{mode}+classifier_reward"}
+            for reward in args.rewards for mode in args.modes for seed in args.seeds]
     start = time.monotonic()
     if args.graph:
         for index, job in enumerate(jobs):
@@ -343,7 +422,8 @@ def main(argv=None) -> int:
                    "rule": rule if "sim_intervention" in args.modes else None,
                    "scene": "panda pick-cube, randomised cube",
                    "learning_starts": 100, "total_wall_s": round(time.monotonic() - start, 1)})
-    report = {"results": {mode: summarise(runs, mode) for mode in args.modes}, "config": config}
+    labels = list(dict.fromkeys(job["label"] for job in jobs))
+    report = {"results": {label: summarise(runs, label) for label in labels}, "config": config}
     text = json.dumps(report, indent=2)
     if args.out:
         with open(args.out, "w") as handle:
@@ -353,7 +433,7 @@ def main(argv=None) -> int:
               f"per-seed {[v['steps_to_95'] for v in res['per_seed'].values()]}  wall {res['wall_s']} s")
     if args.png:
         series = [(f"{r['mode']} seed {r['seed']}", [(p["env_step"], p["success"]) for p in r["curve"]],
-                   r["mode"] == "sim_intervention") for r in runs]
+                   r["mode"].startswith("sim_intervention")) for r in runs]
         write_png(args.png, series, args.steps)
         for i, (label, _, _) in enumerate(series):
             print(f"png line colour {_COLOURS[i % len(_COLOURS)]}: {label}")

@@ -4,6 +4,7 @@ command and label, consistent with one another, and converts to exactly the in-p
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from sensor_msgs.msg import Image, JointState  # noqa: E402
 
 from hilserl_learner.bag_demos import dataset_from_bags  # noqa: E402
 from hilserl_learner.record_expert_demos import collect_expert_demos  # noqa: E402
+from hilserl_learner.train_reward_classifier import labelled_frames  # noqa: E402
+from hilserl_learner.train_reward_classifier import main as train_main  # noqa: E402
 from hilserl_policy.config import ObservationSpec  # noqa: E402
 from hilserl_teleop.demo_bag import read_bag  # noqa: E402
 
@@ -78,3 +81,29 @@ def test_record_demos_writes_labelled_episodes_to_a_bag(ros_domain_id, tmp_path)
     np.testing.assert_allclose(from_bag.frames["state"], in_process.frames["state"], atol=1e-6)
     for key, values in in_process.arrays.items():
         np.testing.assert_allclose(from_bag.arrays[key], values, atol=1e-6, err_msg=key)
+
+
+def test_record_after_success_gives_the_classifier_its_success_frames(ros_domain_id, tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"actor": {"ros__parameters": {"record_after_success": 5}}}))
+    run_composition(ros_domain_id, params, "record_demos", "demos:=2", "bag:=demos", f"output_dir:={tmp_path}",
+                    timeout=240.0)
+    rewards = [deserialize_message(d, Reward) for t, _, _, d in read_bag(tmp_path / "demos")
+               if t == "/hilserl/reward"]
+    successes = sum(m.success for m in rewards)
+    assert successes >= 2 * 3  # the expert keeps the cube up after its first success frame
+    # Frames after a success are recorded, but the demonstrations end at the success.
+    data, totals = dataset_from_bags([tmp_path], ObservationSpec(state_dim=10, action_dim=3, has_gripper=True))
+    assert totals["kept"] == 2 and data.arrays["terminated"].sum() == 2
+    assert data.arrays["terminated"][-1] and not data.arrays["truncated"].any()
+
+    # The bag trains the reward classifier: every frame, labelled by the ground truth.
+    images, labels, episodes = labelled_frames([tmp_path], ("front", "wrist"), 128)
+    # (the bridge's start-up frame belongs to no episode)
+    assert len(rewards) - 2 <= len(labels) < len(rewards) and int(labels.sum()) == successes
+    assert sorted(set(episodes.tolist())) == [0, 1] and images["front"].shape[1:] == (128, 128, 3)
+    assert train_main([str(tmp_path), "--cameras", "front,wrist", "--out", str(tmp_path / "clf"),
+                       "--steps", "10", "--batch-size", "8"]) == 0
+    metrics = json.loads((tmp_path / "clf" / "classifier.json").read_text())["metrics"]
+    assert metrics["frames"]["held_out"] + metrics["frames"]["train"] == len(labels)
+    assert set(metrics["held_out"]) == {"accuracy", "false_positive_rate", "false_negative_rate"}

@@ -11,12 +11,17 @@ the environment's terminated/truncated flags); the gripper penalty comes from th
 
 Episodes: commands in stamp order are split by the labels, in order: an episode ended
 by ``END_SUCCESS`` / ``END_FAILURE`` / ``END_TIMEOUT`` / ``END_ABORTED`` with ``step = n``
-owns the next n commands. Only successful episodes are kept by default.
+owns the commands stamped before its label (header stamps: frames and labels are stamped
+by the system clock of one machine), and there must be n of them. Only successful episodes
+are kept by default; a successful one ends at its first success frame, or, where no frame
+says success (a person's label on a robot without a reward source), at its last step,
+rewarded ``SUCCESS_REWARD``.
 
 Checked, with a ``BagDemoError`` naming the bag and the problem: missing topics, image
 encodings and sizes, a command without its frame or next frame, frames whose intervals
 are inconsistent (a gap longer than ``max_gap_factor`` times the median: a recording that
-lost messages), labels that do not add up to the commands, and no labelled episode.
+lost messages), labels that do not add up to the commands, an episode whose label counts
+other than its commands, and no labelled episode.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ COMMAND_TOPIC = "/hilserl/executed_action"
 STATUS_TOPIC = "/hilserl/episode_status"
 CAMERA_TOPICS = ("/camera/{name}/image", "/camera/{name}/image_raw")  # preprocessed first
 END_RUNNING, END_SUCCESS, END_TIMEOUT = 0, 1, 3  # hilserl_msgs/EpisodeStatus
+SUCCESS_REWARD = 1.0  # the sparse task reward of a success frame
 IMAGE_ENCODINGS = ("rgb8", "bgr8")
 
 
@@ -86,11 +92,11 @@ def _read(path: Path, spec: ObservationSpec, state_parts: bool = True
           ) -> tuple[dict[str, dict[int, object]], list, list]:
     """(frame parts by name and stamp, commands in stamp order, labels in arrival order);
     ``state_parts=False``: only the reward and the images of each frame are needed."""
-    from hilserl_teleop.demo_bag import BagError, deserialize, message_typestore, read_bag
+    from hilserl_teleop.demo_bag import BagError, bag_topics, deserialize, message_typestore, read_bag
 
     cameras = {}
     try:
-        listed = {topic for topic, *_ in _topics(path)}
+        listed = {topic for topic, _ in bag_topics(path)}
     except BagError as error:
         raise BagDemoError(str(error)) from error
     for name in spec.camera_names:
@@ -125,16 +131,14 @@ def _read(path: Path, spec: ObservationSpec, state_parts: bool = True
     return parts, commands, labels
 
 
-def _topics(path: Path) -> list[tuple[str, str]]:
-    from rosbags.rosbag2 import Reader
+def find_bags(paths) -> list[Path]:
+    """The complete bags of ``paths`` (bag folders, or folders of bag folders)."""
+    from hilserl_teleop.demo_bag import BagError, find_bags as find
 
-    from hilserl_teleop.demo_bag import BagError
-
-    if not (path / "metadata.yaml").is_file():
-        raise BagError(f"{path}: no metadata.yaml (not a bag, or its recorder was killed: "
-                       "`python -m hilserl_teleop.demo_bag recover` it)")
-    with Reader(path) as reader:
-        return [(c.topic, c.msgtype) for c in reader.connections]
+    try:
+        return find(paths)
+    except BagError as error:
+        raise BagDemoError(str(error)) from error
 
 
 def _check_gaps(path: Path, stamps: list[int], factor: float) -> None:
@@ -156,6 +160,7 @@ class BagEpisode:
     frames: list[int]
     actions: list
     end_reason: int
+    episode_id: int = -1
 
     @property
     def success(self) -> bool:
@@ -178,8 +183,16 @@ def read_episodes(path: str | Path, spec: ObservationSpec, max_gap_factor: float
     index = {stamp: i for i, stamp in enumerate(complete)}
     episodes, cursor = [], 0
     for label in labels:
-        actions = commands[cursor:cursor + int(label.step)]
-        cursor += int(label.step)
+        # An episode's commands are those stamped before its label (the label follows the last
+        # step's result; the next episode's frames come after its reset): the count must agree.
+        end = cursor
+        while end < len(commands) and _stamp(commands[end]) < _stamp(label):
+            end += 1
+        if end - cursor != int(label.step):
+            raise BagDemoError(f"{path}: episode {label.episode_id} has {end - cursor} executed commands before "
+                               f"its label, which counts {label.step} steps (lost or repeated commands)")
+        actions = commands[cursor:end]
+        cursor = end
         frames: list[int] = []
         for action in actions:
             stamp = _stamp(action)
@@ -188,7 +201,7 @@ def read_episodes(path: str | Path, spec: ObservationSpec, max_gap_factor: float
                                    "and next frame (lost messages?)")
             frames += [stamp, complete[index[stamp] + 1]] if not frames else [complete[index[stamp] + 1]]
         _check_gaps(path, frames, max_gap_factor)
-        episodes.append(BagEpisode(frames, actions, int(label.end_reason)))
+        episodes.append(BagEpisode(frames, actions, int(label.end_reason), int(label.episode_id)))
     return parts, episodes
 
 
@@ -212,14 +225,18 @@ def add_bag(builder: DemoDatasetBuilder, path: str | Path, conversion: BagConver
         for step, action_msg in enumerate(episode.actions):
             stamp, next_stamp = episode.frames[step], episode.frames[step + 1]
             reward = parts["reward"][next_stamp]
+            # A success label on an episode whose frames never say success (a person's key on a
+            # robot without a reward source): its last step is the success, with the task's reward.
+            labelled = episode.success and step == len(episode.actions) - 1
+            value = max(float(reward.reward), SUCCESS_REWARD) if labelled else float(reward.reward)
             terminated, truncated, penalty = tracker.record(
-                reward.reward, reward.success, int(action_msg.gripper), bool(action_msg.intervention),
+                value, reward.success or labelled, int(action_msg.gripper), bool(action_msg.intervention),
                 env_terminated=reward.terminated, env_truncated=reward.truncated)
             action = np.array([action_msg.linear.x, action_msg.linear.y, action_msg.linear.z,
                                action_msg.angular.x, action_msg.angular.y, action_msg.angular.z],
                               np.float32)[:spec.action_dim]
             builder.add(observation(stamp), action, gripper_command_to_index(int(action_msg.gripper)),
-                        float(reward.reward), observation(next_stamp), terminated, truncated, penalty)
+                        value, observation(next_stamp), terminated, truncated, penalty)
             counts["transitions"] += 1
             if terminated:
                 break  # frames recorded after the success (record_after_success) are not transitions
@@ -232,22 +249,7 @@ def add_bag(builder: DemoDatasetBuilder, path: str | Path, conversion: BagConver
 def dataset_from_bags(paths, spec: ObservationSpec, conversion: BagConversion = BagConversion(),
                       source: str = "") -> tuple[DemoDataset, dict[str, int]]:
     """Every bag of ``paths`` (bag folders, or folders of bag folders) as one dataset."""
-    bags = []
-    for path in map(Path, paths):
-        if (path / "metadata.yaml").is_file():
-            bags.append(path)
-        elif path.is_dir():
-            found = sorted(p.parent for p in path.glob("*/metadata.yaml"))
-            unrecovered = sorted(p for p in path.iterdir() if p.is_dir() and not (p / "metadata.yaml").is_file()
-                                 and any(p.glob("*.mcap")) and not p.name.endswith(".damaged"))
-            if unrecovered:
-                raise BagDemoError(f"{unrecovered[0]}: no metadata.yaml (its recorder was killed: "
-                                   "`python -m hilserl_teleop.demo_bag recover` it)")
-            bags += found
-        else:
-            raise BagDemoError(f"{path}: no such bag or folder of bags")
-    if not bags:
-        raise BagDemoError(f"no bag in {[str(p) for p in paths]}")
+    bags = find_bags(paths)
     layout = dataclasses.asdict(conversion.layout)
     builder = DemoDatasetBuilder(spec, layout, source or f"bags: {', '.join(b.name for b in bags)}")
     totals = {"bags": len(bags), "episodes": 0, "kept": 0, "transitions": 0}

@@ -11,11 +11,13 @@ Frames: every frame of every labelled episode (``bag_demos.read_episodes``; the 
   negative (what a person's labels give on a real robot: record episodes that end holding the
   success, e.g. ``record_after_success``).
 
-Episodes (not frames) are split into training and held-out sets, so held-out frames come from
+Episodes (not frames) are split three ways: training, validation (``--validation`` of the
+rest) and held out (``--held-out``, the test), so validation and held-out frames come from
 unseen episodes. Training samples balanced batches with random-shift augmentation; the
-decision threshold is the lowest one whose false-positive rate on the held-out frames is at
-most ``--target-fpr``. Written: ``classifier.safetensors`` + ``classifier.json`` (configuration,
-threshold, held-out and training rates, frame counts).
+decision threshold is the lowest one whose false-positive rate on the validation frames is at
+most ``--target-fpr``, and the held-out rates are measured at that threshold. Written:
+``classifier.safetensors`` + ``classifier.json`` (configuration, threshold, held-out,
+validation and training rates, frame counts).
 """
 
 from __future__ import annotations
@@ -23,12 +25,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from hilserl_learner.bag_demos import BagDemoError, read_episodes
+from hilserl_learner.bag_demos import BagDemoError, find_bags, read_episodes
 from hilserl_policy.config import EncoderConfig, ObservationSpec
 from hilserl_policy.reward_classifier import (
     ClassifierConfig,
@@ -42,20 +43,6 @@ from hilserl_policy.reward_classifier import (
 LABEL_RULES = ("ground_truth", "last_k")
 
 
-def bag_paths(paths) -> list[Path]:
-    out = []
-    for path in map(Path, paths):
-        if (path / "metadata.yaml").is_file():
-            out.append(path)
-        elif path.is_dir():
-            out += sorted(p.parent for p in path.glob("*/metadata.yaml"))
-        else:
-            raise BagDemoError(f"{path}: no such bag or folder of bags")
-    if not out:
-        raise BagDemoError(f"no bag in {[str(p) for p in paths]}")
-    return out
-
-
 def labelled_frames(paths, cameras: tuple[str, ...], image_size: int, rule: str = "ground_truth",
                     k: int = 5) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """({camera: (N, S, S, 3) uint8}, labels (N,) bool, episode index (N,)) of every frame."""
@@ -65,7 +52,7 @@ def labelled_frames(paths, cameras: tuple[str, ...], image_size: int, rule: str 
     images: dict[str, list] = {c: [] for c in cameras}
     labels, episode_ids = [], []
     episode_index = 0
-    for bag in bag_paths(paths):
+    for bag in find_bags(paths):
         parts, episodes = read_episodes(bag, spec, state_parts=False)
         for episode in episodes:
             count = len(episode.frames)
@@ -98,11 +85,14 @@ def run(args) -> dict:
     start = time.monotonic()
     images, labels, episode_ids = labelled_frames(args.bags, cameras, args.image_size, args.labels, args.k)
     held = split_episodes(episode_ids, args.held_out, args.seed)
-    train_images = {c: a[~held] for c, a in images.items()}
-    held_images = {c: a[held] for c, a in images.items()}
+    # The threshold is chosen on validation episodes (neither trained on nor tested on).
+    validation = np.zeros_like(held)
+    validation[~held] = split_episodes(episode_ids[~held], args.validation, args.seed + 1)
+    train = ~held & ~validation
     print(f"{len(labels)} frames from {len(np.unique(episode_ids))} episodes: {int(labels.sum())} positive; "
-          f"training on {int((~held).sum())}, holding out {int(held.sum())} "
-          f"({len(np.unique(episode_ids[held]))} episodes)", flush=True)
+          f"training on {int(train.sum())} ({len(np.unique(episode_ids[train]))} episodes), threshold from "
+          f"{int(validation.sum())} ({len(np.unique(episode_ids[validation]))}), testing on {int(held.sum())} "
+          f"({len(np.unique(episode_ids[held]))})", flush=True)
     torch.manual_seed(args.seed)
     config = ClassifierConfig(camera_names=cameras, image_size=args.image_size,
                               encoder=EncoderConfig(backbone=args.backbone), hold_frames=args.hold_frames)
@@ -111,15 +101,18 @@ def run(args) -> dict:
     def progress(step: int, loss: float) -> None:
         if (step + 1) % 100 == 0 or step + 1 == args.steps:
             print(f"step {step + 1}/{args.steps}  loss {loss:.4f}  {time.monotonic() - start:.0f}s", flush=True)
-    train_classifier(model, train_images, labels[~held], steps=args.steps, batch_size=args.batch_size,
-                     lr=args.lr, seed=args.seed, progress=progress)
-    held_probs = model.probability(held_images)
-    threshold, held_rates = choose_threshold(held_probs, labels[held], args.target_fpr)
+    train_classifier(model, {c: a[train] for c, a in images.items()}, labels[train], steps=args.steps,
+                     batch_size=args.batch_size, lr=args.lr, seed=args.seed, progress=progress)
+
+    def probability(mask: np.ndarray) -> np.ndarray:
+        return model.probability({c: a[mask] for c, a in images.items()})
+    threshold, validation_rates = choose_threshold(probability(validation), labels[validation], args.target_fpr)
     model.config.threshold = threshold
-    metrics = {"threshold": threshold, "held_out": held_rates,
-               "train": rates(model.probability(train_images), labels[~held], threshold),
-               "frames": {"train": int((~held).sum()), "held_out": int(held.sum()),
-                          "positive": int(labels.sum())},
+    held_rates = rates(probability(held), labels[held], threshold)
+    metrics = {"threshold": threshold, "held_out": held_rates, "validation": validation_rates,
+               "train": rates(probability(train), labels[train], threshold),
+               "frames": {"train": int(train.sum()), "validation": int(validation.sum()),
+                          "held_out": int(held.sum()), "positive": int(labels.sum())},
                "labels": args.labels, "target_fpr": args.target_fpr, "wall_s": round(time.monotonic() - start, 1)}
     save_classifier(args.out, model, metrics)
     print(f"held out: accuracy {held_rates['accuracy']:.4f}, false positives {held_rates['false_positive_rate']:.4f}, "
@@ -139,7 +132,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--held-out", type=float, default=0.25, help="share of episodes held out")
+    p.add_argument("--held-out", type=float, default=0.25, help="share of episodes held out (the test set)")
+    p.add_argument("--validation", type=float, default=0.15,
+                   help="share of the other episodes that chooses the threshold (not trained on)")
     p.add_argument("--target-fpr", type=float, default=0.01)
     p.add_argument("--hold-frames", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)

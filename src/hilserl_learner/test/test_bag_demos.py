@@ -34,10 +34,12 @@ def _stamped(msg, stamp: int):
     return msg
 
 
-def write_bag(path, episodes, skip=(), image_size=4, encoding="rgb8", gap_after=None, labels=True):
+def write_bag(path, episodes, skip=(), image_size=4, encoding="rgb8", gap_after=None, labels=True,
+              success_frames=True, repeat_command=None):
     """episodes: list of (steps, end_reason). Frame k: ee at x = 0.4 + 0.01 k, cube fixed;
     command k: linear (0.1 k, 0, -1), gripper close on the last step; success on the last
-    frame of END_SUCCESS episodes. Topics in ``skip`` are left out."""
+    frame of END_SUCCESS episodes (``success_frames``). Topics in ``skip`` are left out;
+    command ``repeat_command`` (k) is recorded twice."""
     recorder = BagRecorder(path, message_typestore(TOPICS.values()))
     for topic, msgtype in TOPICS.items():
         if topic not in skip:
@@ -75,9 +77,11 @@ def write_bag(path, episodes, skip=(), image_size=4, encoding="rgb8", gap_after=
                              source=Action.SOURCE_SCRIPTED, intervention=True)
             command.linear.x, command.linear.z = 0.1 * k, -1.0
             put("/hilserl/executed_action", _stamped(command, current), current + 1)
+            if k == repeat_command:
+                put("/hilserl/executed_action", _stamped(command, current), current + 1)
             k += 1
             last = step == steps - 1
-            current = frame(success=last and end == EpisodeStatus.END_SUCCESS,
+            current = frame(success=last and end == EpisodeStatus.END_SUCCESS and success_frames,
                             timeout=last and end == EpisodeStatus.END_TIMEOUT)
         if labels:
             status = EpisodeStatus(episode_id=episode + 1, step=steps, end_reason=end)
@@ -112,6 +116,16 @@ def test_transitions_follow_frames_commands_and_labels(tmp_path):
         [False, False, False, False, True, False, False, False, False]
 
 
+def test_a_success_label_without_a_success_frame_ends_the_episode_at_its_last_step(tmp_path):
+    # A person's success key on a robot without a reward source: the label is the success.
+    write_bag(tmp_path / "a", [(3, EpisodeStatus.END_SUCCESS), (2, EpisodeStatus.END_SUCCESS)],
+              success_frames=False)
+    data, totals = dataset_from_bags([tmp_path], STATE_SPEC)
+    assert totals["transitions"] == 5
+    assert data.arrays["terminated"].tolist() == [False, False, True, False, True]
+    assert data.arrays["reward"].tolist() == [0.0, 0.0, 1.0, 0.0, 1.0]
+
+
 def test_bgr_images_are_converted_to_rgb(tmp_path):
     write_bag(tmp_path / "bgr", [(2, EpisodeStatus.END_SUCCESS)], encoding="bgr8")
     data, _ = dataset_from_bags([tmp_path / "bgr"], IMAGE_SPEC)
@@ -125,6 +139,7 @@ def test_bgr_images_are_converted_to_rgb(tmp_path):
     ("encoding", r"image encoding 'mono8'"),
     ("gap", r"inconsistent frame rate inside an episode: 5000 ms"),
     ("labels", r"no labelled episode"),
+    ("repeated", r"episode 1 has 4 executed commands before its label, which counts 3 steps"),
     ("failed_only", r"1 episodes, none successful"),
     ("killed", r"no metadata.yaml .*recover"),
     ("empty", r"no bag in"),
@@ -144,6 +159,8 @@ def test_bad_bags_are_refused_naming_the_problem(tmp_path, case, match):
         write_bag(tmp_path / "b", [(6, EpisodeStatus.END_SUCCESS)], gap_after=3)
     elif case == "labels":
         write_bag(tmp_path / "b", ok, labels=False)
+    elif case == "repeated":
+        write_bag(tmp_path / "b", [(3, EpisodeStatus.END_SUCCESS), (2, EpisodeStatus.END_SUCCESS)], repeat_command=1)
     elif case == "failed_only":
         write_bag(tmp_path / "b", [(3, EpisodeStatus.END_FAILURE)])
     elif case == "killed":

@@ -2,7 +2,9 @@
 
 On every frame (the bridge's hilserl/reward, published last with the frame's stamp) it
 feeds the frame's ee_pose, task_state (cube) and gripper opening (from joint_states) to
-``SimulatedHuman`` and publishes one hilserl/human_action stamped with the frame stamp:
+``SimulatedHuman``, once all four of that stamp are in (topics arrive in no fixed order
+under load; acting on the previous frame's pose would make the expert's actions depend on
+timing), and publishes one hilserl/human_action stamped with the frame stamp:
 the expert's deltas and gripper command, source SCRIPTED, ``intervention`` = whether the
 rule has the human in control this frame. Episode boundaries and outcomes come from the
 actor's hilserl/episode_status: an ended episode (end_reason != END_RUNNING) is reported
@@ -89,13 +91,15 @@ class SimulatedHumanNode(Node):
         self._ee: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
         self._cube: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
         self._gripper: collections.OrderedDict[int, float] = collections.OrderedDict()
+        self._rewards: collections.OrderedDict[int, Reward] = collections.OrderedDict()  # waiting for parts
         self._episode = 0
         self._episode_step = 0
         self._episode_started = False
         self._evaluating = False
         self.published = 0
         self.unmatched_frames = 0
-        """Frames whose pose, cube or joints were missing for the frame stamp (latest used, or skipped)."""
+        """Frames whose pose, cube or joints never arrived (no human action for them: the mux
+        waits ``human_wait_s`` and goes on with the latest one)."""
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
 
@@ -119,11 +123,17 @@ class SimulatedHumanNode(Node):
                                + " (episode-level rules from the next episode)")
 
     # ------------------------------------------------------------------ inputs
-    @staticmethod
-    def _keep(store: collections.OrderedDict, stamp: int, value) -> None:
+    def _keep(self, store: collections.OrderedDict, stamp: int, value) -> None:
+        """Store one part of the frame ``stamp`` (under the lock); act if the frame is complete."""
         store[stamp] = value
         while len(store) > KEPT_FRAMES:
-            store.popitem(last=False)
+            evicted, _ = store.popitem(last=False)
+            if store is self._rewards:
+                self.unmatched_frames += 1
+                self.get_logger().warning(f"frame {evicted}: no ee_pose, task_state or joint_states with its "
+                                          "stamp: no human action for it", throttle_duration_sec=2.0)
+        if stamp in self._rewards and all(stamp in s for s in (self._ee, self._cube, self._gripper)):
+            self._act(self._rewards.pop(stamp), [s[stamp] for s in (self._ee, self._cube, self._gripper)])
 
     def _on_ee_pose(self, msg: PoseStamped) -> None:
         p = msg.pose.position
@@ -159,26 +169,20 @@ class SimulatedHumanNode(Node):
                 self._episode = int(msg.episode_id)  # the actor's numbering (or a missed end): follow it
 
     def _on_reward(self, msg: Reward) -> None:
-        stamp = _stamp_ns(msg.header)
         with self._lock:
-            inputs = [store.get(stamp) for store in (self._ee, self._cube, self._gripper)]
-            if any(v is None for v in inputs):
-                self.unmatched_frames += 1
-                if not (self._ee and self._cube and self._gripper):
-                    self.get_logger().warning("frame without ee_pose, task_state or joint_states: no human action",
-                                              throttle_duration_sec=2.0)
-                    return
-                inputs = [next(reversed(s.values())) for s in (self._ee, self._cube, self._gripper)]
-            if self._evaluating:
-                intervening, deltas, gripper = False, np.zeros(3), Action.GRIPPER_STAY
-                self._publish_action(msg, intervening, deltas, gripper)
-                return
-            if not self._episode_started:
-                self.human.reset(self._episode)
-                self._episode_started = True
-                self._episode_step = 0
-            intervening, deltas, gripper = self.human.decide(self._episode_step, *inputs)
-            self._episode_step += 1
+            self._keep(self._rewards, _stamp_ns(msg.header), msg)
+
+    def _act(self, msg: Reward, inputs: list) -> None:
+        """The human's action on one complete frame (under the lock)."""
+        if self._evaluating:
+            self._publish_action(msg, False, np.zeros(3), Action.GRIPPER_STAY)
+            return
+        if not self._episode_started:
+            self.human.reset(self._episode)
+            self._episode_started = True
+            self._episode_step = 0
+        intervening, deltas, gripper = self.human.decide(self._episode_step, *inputs)
+        self._episode_step += 1
         self._publish_action(msg, intervening, deltas, gripper)
 
     def _publish_action(self, msg: Reward, intervening: bool, deltas, gripper: int) -> None:

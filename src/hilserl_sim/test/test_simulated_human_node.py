@@ -17,7 +17,16 @@ from rcl_interfaces.srv import SetParameters  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+from geometry_msgs.msg import PoseStamped  # noqa: E402
+from sensor_msgs.msg import JointState  # noqa: E402
+
+from hilserl_sim.expert import EXPERT_DEFAULTS  # noqa: E402
+from hilserl_sim.scenes import ARMS  # noqa: E402
 from hilserl_sim.sim_bridge_node import SimBridgeNode  # noqa: E402
+from hilserl_sim.simulated_human import InterventionRule, SimulatedHuman  # noqa: E402
 from hilserl_sim.simulated_human_node import SimulatedHumanNode  # noqa: E402
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -136,3 +145,44 @@ def test_one_human_action_per_frame_and_the_expert_picks_the_cube(ros):
     follower.reset(seed=6)
     _, used = follower.run_episode(2, max_steps=5, evaluation=True)
     assert [h.intervention for h in used] == [False] * 5
+
+
+def test_a_frame_whose_reward_arrives_before_its_poses_is_answered_on_its_own_poses(ros):
+    # Under load the frame's topics reach the human in any order; the action must not depend on it.
+    human = ros.add(SimulatedHumanNode(context=ros.context, parameter_overrides=[Parameter("rule", value="always")]))
+    node = ros.node("frame_parts")
+    publishers = {topic: node.create_publisher(kind, topic, RELIABLE) for topic, kind in (
+        (Topics.REWARD, Reward), (Topics.EE_POSE, PoseStamped), (Topics.TASK_STATE, PoseStamped),
+        (Topics.JOINT_STATES, JointState))}
+    answers: list[Action] = []
+    node.create_subscription(Action, Topics.HUMAN_ACTION, answers.append, RELIABLE)
+    assert wait_for(lambda: all(human.count_subscribers(t) >= 1 for t in publishers)
+                    and node.count_publishers(Topics.HUMAN_ACTION) >= 1, 10.0)
+    arm = ARMS["panda"]
+    frames = [((0.45, 0.0, 0.25), (0.55, 0.05, 0.02), arm.gripper_joint_open),
+              ((0.50, 0.02, 0.10), (0.55, 0.05, 0.02), arm.gripper_joint_open)]
+
+    def publish(stamp: int, ee, cube, q, order) -> None:
+        messages = {Topics.REWARD: Reward(), Topics.EE_POSE: PoseStamped(), Topics.TASK_STATE: PoseStamped(),
+                    Topics.JOINT_STATES: JointState(name=[arm.gripper_joint], position=[q])}
+        for pose, xyz in ((messages[Topics.EE_POSE], ee), (messages[Topics.TASK_STATE], cube)):
+            pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = xyz
+        for topic in order:
+            messages[topic].header.stamp.sec = stamp
+            publishers[topic].publish(messages[topic])
+            time.sleep(0.1)  # each part arrives on its own
+
+    publish(1, *frames[0], (Topics.EE_POSE, Topics.TASK_STATE, Topics.JOINT_STATES, Topics.REWARD))
+    assert wait_for(lambda: len(answers) == 1, 5.0)
+    publish(2, *frames[1], (Topics.REWARD, Topics.EE_POSE, Topics.TASK_STATE, Topics.JOINT_STATES))
+    assert wait_for(lambda: len(answers) == 2, 5.0)
+    assert [a.header.stamp.sec for a in answers] == [1, 2] and human.unmatched_frames == 0
+
+    expected = SimulatedHuman(InterventionRule(kind="always"), EXPERT_DEFAULTS["panda"], seed=0)
+    expected.reset(0)
+    for step, ((ee, cube, _), answer) in enumerate(zip(frames, answers)):
+        intervening, deltas, gripper = expected.decide(step, np.array(ee), np.array(cube), 1.0)
+        assert answer.intervention == intervening and answer.gripper == gripper
+        np.testing.assert_allclose([answer.linear.x, answer.linear.y, answer.linear.z], deltas, atol=1e-9)
+    # the two frames ask for different motions: answering frame 2 on frame 1's poses would show
+    assert abs(answers[1].linear.z - answers[0].linear.z) > 1e-3 or abs(answers[1].linear.x - answers[0].linear.x) > 1e-3

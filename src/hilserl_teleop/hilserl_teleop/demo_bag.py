@@ -191,13 +191,44 @@ class BagRecorder:
 
 
 # ------------------------------------------------------------------ reading
-def read_bag(path: str | Path, topics: Iterable[str] | None = None
-             ) -> Iterator[tuple[str, str, int, bytes]]:
-    """(topic, msgtype, timestamp_ns, cdr bytes) of a complete bag, in time order."""
-    path = Path(path)
+def _complete(path: Path) -> Path:
     if not (path / "metadata.yaml").is_file():
         raise BagError(f"{path}: no metadata.yaml (not a bag, or its recorder was killed: "
                        "run recover_bag / `python -m hilserl_teleop.demo_bag recover` on it)")
+    return path
+
+
+def find_bags(paths: Iterable[str | Path]) -> list[Path]:
+    """The complete bags of ``paths`` (bag folders, or folders of bag folders), in name order;
+    a folder holding a killed recording that was not recovered is an error, not skipped."""
+    paths = [Path(p) for p in paths]
+    bags: list[Path] = []
+    for path in paths:
+        if (path / "metadata.yaml").is_file():
+            bags.append(path)
+        elif path.is_dir():
+            for child in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.endswith(".damaged")):
+                if (child / "metadata.yaml").is_file():
+                    bags.append(child)
+                elif any(child.glob("*.mcap")):
+                    _complete(child)
+        else:
+            raise BagError(f"{path}: no such bag or folder of bags")
+    if not bags:
+        raise BagError(f"no bag in {[str(p) for p in paths]}")
+    return bags
+
+
+def bag_topics(path: str | Path) -> list[tuple[str, str]]:
+    """(topic, msgtype) of each connection of a complete bag."""
+    with Reader(_complete(Path(path))) as reader:
+        return [(c.topic, c.msgtype) for c in reader.connections]
+
+
+def read_bag(path: str | Path, topics: Iterable[str] | None = None
+             ) -> Iterator[tuple[str, str, int, bytes]]:
+    """(topic, msgtype, timestamp_ns, cdr bytes) of a complete bag, in time order."""
+    path = _complete(Path(path))
     wanted = set(topics) if topics is not None else None
     with Reader(path) as reader:
         connections = [c for c in reader.connections if wanted is None or c.topic in wanted]
