@@ -102,8 +102,12 @@ def test_record_after_success_gives_the_classifier_its_success_frames(ros_domain
     # (the bridge's start-up frame belongs to no episode)
     assert len(rewards) - 2 <= len(labels) < len(rewards) and int(labels.sum()) == successes
     assert sorted(set(episodes.tolist())) == [0, 1] and images["front"].shape[1:] == (128, 128, 3)
+    # (two episodes: one trains, one is held out; too few to also validate)
+    assert train_main([str(tmp_path), "--cameras", "front,wrist", "--out", str(tmp_path / "few"),
+                       "--steps", "10", "--batch-size", "8"]) == 2
     assert train_main([str(tmp_path), "--cameras", "front,wrist", "--out", str(tmp_path / "clf"),
-                       "--steps", "10", "--batch-size", "8"]) == 0
+                       "--steps", "10", "--batch-size", "8", "--validation", "0"]) == 0
     metrics = json.loads((tmp_path / "clf" / "classifier.json").read_text())["metrics"]
     assert metrics["frames"]["held_out"] + metrics["frames"]["train"] == len(labels)
+    assert metrics["frames"]["validation"] == 0
     assert set(metrics["held_out"]) == {"accuracy", "false_positive_rate", "false_negative_rate"}

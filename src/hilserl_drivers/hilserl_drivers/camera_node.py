@@ -20,7 +20,7 @@ from sensor_msgs.msg import Image
 
 from hilserl_drivers.camera import CameraReader
 from hilserl_drivers.image_msgs import image_message
-from hilserl_drivers.node_main import run_node
+from hilserl_drivers.node_main import declare_parameters, run_node
 from hilserl_msgs.msg import Topics
 
 
@@ -45,9 +45,7 @@ PARAMETERS = {
 class CameraNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("camera", **kwargs)
-        for name, (default, descriptor) in PARAMETERS.items():
-            self.declare_parameter(name, default, descriptor)
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        p = declare_parameters(self, PARAMETERS)
         names = [n for n in p["camera_names"] if n]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"camera_names must name distinct cameras, got {p['camera_names']}")

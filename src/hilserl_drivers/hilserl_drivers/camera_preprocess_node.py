@@ -17,7 +17,7 @@ from sensor_msgs.msg import Image
 
 from hilserl_drivers.camera import Roi, crop_resize
 from hilserl_drivers.image_msgs import image_array, image_message
-from hilserl_drivers.node_main import run_node
+from hilserl_drivers.node_main import declare_parameters, run_node
 from hilserl_msgs.msg import Topics
 
 PARAMETERS = {
@@ -32,8 +32,7 @@ PARAMETERS = {
 class CameraPreprocessNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("camera_preprocess", **kwargs)
-        for name, (default, descriptor) in PARAMETERS.items():
-            self.declare_parameter(name, default, descriptor)
+        declare_parameters(self, PARAMETERS)
         names = [n for n in self.get_parameter("camera_names").value if n]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"camera_names must name distinct cameras, got {names}")

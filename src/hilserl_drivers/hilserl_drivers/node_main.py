@@ -44,6 +44,14 @@ def run_node(make_node: Callable[[], Node], args=None, wake_s: float = 0.1) -> N
         rclpy.try_shutdown()
 
 
+def declare_parameters(node: Node, table: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
+    """Declare each ``name: (default, ParameterDescriptor)`` of ``table`` on ``node``; returns
+    the values it starts with (defaults overridden by parameter files and overrides)."""
+    for name, (default, descriptor) in table.items():
+        node.declare_parameter(name, default, descriptor)
+    return {name: node.get_parameter(name).value for name in table}
+
+
 def check_parameter_update(current: dict[str, Any], params, build: Callable[[dict[str, Any]], Any]
                            ) -> SetParametersResult:
     """On-set validator: ``current`` values overlaid with the parameters being set (names not in

@@ -87,8 +87,13 @@ def run(args) -> dict:
     held = split_episodes(episode_ids, args.held_out, args.seed)
     # The threshold is chosen on validation episodes (neither trained on nor tested on).
     validation = np.zeros_like(held)
-    validation[~held] = split_episodes(episode_ids[~held], args.validation, args.seed + 1)
+    if args.validation > 0:
+        if len(np.unique(episode_ids[~held])) < 2:
+            raise ValueError(f"{len(np.unique(episode_ids))} episodes: too few to train, validate and hold out "
+                             "(record more, or --validation 0 to choose the threshold on the training frames)")
+        validation[~held] = split_episodes(episode_ids[~held], args.validation, args.seed + 1)
     train = ~held & ~validation
+    chooser = validation if args.validation > 0 else train
     print(f"{len(labels)} frames from {len(np.unique(episode_ids))} episodes: {int(labels.sum())} positive; "
           f"training on {int(train.sum())} ({len(np.unique(episode_ids[train]))} episodes), threshold from "
           f"{int(validation.sum())} ({len(np.unique(episode_ids[validation]))}), testing on {int(held.sum())} "
@@ -106,7 +111,7 @@ def run(args) -> dict:
 
     def probability(mask: np.ndarray) -> np.ndarray:
         return model.probability({c: a[mask] for c, a in images.items()})
-    threshold, validation_rates = choose_threshold(probability(validation), labels[validation], args.target_fpr)
+    threshold, validation_rates = choose_threshold(probability(chooser), labels[chooser], args.target_fpr)
     model.config.threshold = threshold
     held_rates = rates(probability(held), labels[held], threshold)
     metrics = {"threshold": threshold, "held_out": held_rates, "validation": validation_rates,
@@ -134,7 +139,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--held-out", type=float, default=0.25, help="share of episodes held out (the test set)")
     p.add_argument("--validation", type=float, default=0.15,
-                   help="share of the other episodes that chooses the threshold (not trained on)")
+                   help="share of the other episodes that chooses the threshold (not trained on; "
+                        "0: the training frames choose it)")
     p.add_argument("--target-fpr", type=float, default=0.01)
     p.add_argument("--hold-frames", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)

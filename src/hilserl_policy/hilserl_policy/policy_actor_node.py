@@ -65,6 +65,7 @@ from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import JointState
 
+from hilserl_drivers.node_main import declare_parameters
 from hilserl_policy.actor_core import EpisodeTracker, FrameAssembler, ResendQueue
 from hilserl_policy.learning_curve import write_learning_curve
 from hilserl_policy.observation import (
@@ -174,9 +175,7 @@ PARAMETERS = {
 class PolicyActorNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("policy_actor", **kwargs)
-        for name, (default, descriptor) in PARAMETERS.items():
-            self.declare_parameter(name, default, descriptor)
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        p = declare_parameters(self, PARAMETERS)
         if p["mode"] not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {p['mode']!r}")
         if p["observation_layout"] not in ACTOR_LAYOUTS:

@@ -21,7 +21,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from hilserl_drivers.image_msgs import image_array
-from hilserl_drivers.node_main import run_node
+from hilserl_drivers.node_main import declare_parameters, run_node
 from hilserl_policy.reward_classifier import SuccessHold, load_classifier
 
 RELIABLE = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -42,9 +42,7 @@ PARAMETERS = {
 class RewardClassifierNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("reward_classifier", **kwargs)
-        for name, (default, descriptor) in PARAMETERS.items():
-            self.declare_parameter(name, default, descriptor)
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        p = declare_parameters(self, PARAMETERS)
         if not p["classifier_dir"]:
             raise ValueError("parameter classifier_dir is empty: train one with "
                              "python -m hilserl_learner.train_reward_classifier")

@@ -28,7 +28,7 @@ from sensor_msgs.msg import JointState
 from hilserl_sim.expert import EXPERT_DEFAULTS
 from hilserl_sim.scenes import ARMS
 from hilserl_sim.simulated_human import RULE_KINDS, InterventionRule, SimulatedHuman
-from hilserl_drivers.node_main import check_parameter_update, run_node
+from hilserl_drivers.node_main import check_parameter_update, declare_parameters, run_node
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 KEPT_FRAMES = 32
@@ -79,9 +79,7 @@ def _rule(values: dict) -> InterventionRule:
 class SimulatedHumanNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("simulated_human", **kwargs)
-        for name, (default, descriptor) in PARAMETERS.items():
-            self.declare_parameter(name, default, descriptor)
-        self._values = {name: self.get_parameter(name).value for name in PARAMETERS}
+        self._values = declare_parameters(self, PARAMETERS)
         scene = self._values["scene"]
         if scene not in ARMS:
             raise ValueError(f"scene must be one of {sorted(ARMS)}, got {scene!r}")

@@ -23,7 +23,7 @@ from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-from hilserl_drivers.node_main import run_node
+from hilserl_drivers.node_main import declare_parameters, run_node
 from hilserl_teleop.demo_bag import DEFAULT_FLUSH_PERIOD_S, BagError, BagRecorder, message_typestore
 
 DEFAULT_TOPICS = [Topics.JOINT_STATES, Topics.EE_POSE, Topics.TASK_STATE, Topics.REWARD,
@@ -71,9 +71,7 @@ def _parse_topic_types(entries: list[str]) -> dict[str, str]:
 class DemoRecorderNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("demo_recorder", **kwargs)
-        for name, (default, descriptor) in PARAMETERS.items():
-            self.declare_parameter(name, default, descriptor)
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
+        p = declare_parameters(self, PARAMETERS)
         topics = [t for t in p["topics"] if t]
         if not topics:
             raise ValueError("topics: nothing to record")

@@ -23,7 +23,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_srvs.srv import SetBool
 
 from hilserl_teleop.intervention_mux import INPUT_SOURCES, Command, HumanInput, InterventionMux, MuxConfig
-from hilserl_drivers.node_main import check_parameter_update, run_node
+from hilserl_drivers.node_main import check_parameter_update, declare_parameters, run_node
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 KEPT_HUMAN_ACTIONS = 64
@@ -75,9 +75,7 @@ def _mux_config(values: dict) -> MuxConfig:
 class InterventionMuxNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("intervention_mux", **kwargs)
-        for name, (default, descriptor) in PARAMETERS.items():
-            self.declare_parameter(name, default, descriptor)
-        self._values = {name: self.get_parameter(name).value for name in PARAMETERS}
+        self._values = declare_parameters(self, PARAMETERS)
         self.mux = InterventionMux(_mux_config(self._values), intervention=self._values["intervention"],
                                    paused=self._values["pause_policy"])
         self._lock = threading.RLock()
