@@ -196,6 +196,9 @@ def run_graph(job: dict) -> dict:
             "start_probability": float(job["rule"]["start_probability"]),
             "decay_steps": job["rule"]["decay_steps"], "patience": job["rule"]["patience"]}},
     }
+    if job["reward"] == "classifier":  # 0: the values saved with the classifier
+        params["reward_classifier"] = {"ros__parameters": {"hold_frames": job["classifier_hold_frames"],
+                                                           "threshold": job["classifier_threshold"]}}
     overrides = os.path.join(work, "overrides.yaml")
     with open(overrides, "w") as handle:
         yaml.safe_dump(params, handle)
@@ -237,7 +240,8 @@ def run_graph(job: dict) -> dict:
         point["intervention_rate"] = rates.get(point["env_step"])
     first = next((p["env_step"] for p in points if p["success"] >= 0.95), None)
     return {"mode": job["label"], "seed": job["seed"], "wall_s": round(time.monotonic() - start, 1),
-            "steps_to_95": first, "curve": points, "exit_code": code}
+            "steps_to_95": first, "curve": points, "exit_code": code,
+            **({"episodes": observer.episodes} if observer is not None else {})}
 
 
 def summarise(runs: list[dict], mode: str) -> dict:
@@ -246,7 +250,8 @@ def summarise(runs: list[dict], mode: str) -> dict:
     out = {"steps_to_95": None if any(s is None for s in steps) else max(steps),
            "success_at": {}, "wall_s": round(float(np.mean([r["wall_s"] for r in mine])), 1),
            "per_seed": {str(r["seed"]): {"steps_to_95": r["steps_to_95"], "wall_s": r["wall_s"],
-                                         "cpu_s": r.get("cpu_s"), "curve": r["curve"]}
+                                         "cpu_s": r.get("cpu_s"), "curve": r["curve"],
+                                         **({"episodes": r["episodes"]} if "episodes" in r else {})}
                         for r in mine}}
     all_steps = sorted({p["env_step"] for r in mine for p in r["curve"]})
     for step in sorted(set(REPORT_STEPS) | set(all_steps)):
@@ -379,6 +384,10 @@ def main(argv=None) -> int:
                         help="graph only: reward sources to train with, side by side")
     parser.add_argument("--classifier-dir", default="runs/classifier",
                         help="the reward classifier for --rewards classifier (train_reward_classifier)")
+    parser.add_argument("--classifier-hold", type=int, default=0,
+                        help="the classifier node's hold_frames (0: the value saved with the classifier)")
+    parser.add_argument("--classifier-threshold", type=float, default=0.0,
+                        help="the classifier node's threshold (0: the value saved with the classifier)")
     parser.add_argument("--graph", action="store_true",
                         help="train through the ROS 2 graph (train composition, paced actor) instead of "
                              "in process; runs one after the other")
@@ -405,6 +414,7 @@ def main(argv=None) -> int:
              "batch_size": args.batch_size, "max_minutes": args.max_minutes,
              "torch_threads": args.torch_threads, "weights_every": args.weights_every,
              "reward": reward, "classifier_dir": os.path.abspath(args.classifier_dir),
+             "classifier_hold_frames": args.classifier_hold, "classifier_threshold": args.classifier_threshold,
              "label": mode if reward == "ground_truth" else f"{mode}+classifier_reward"}
             for reward in args.rewards for mode in args.modes for seed in args.seeds]
     start = time.monotonic()

@@ -165,7 +165,8 @@ PARAMETERS = {
                                             "(0: never; lock-step sim holds still while waiting).",
                                             floating_point_range=_float_range(0.0, 60.0))),
     "step_timeout_s": (10.0, _runtime("Abort the episode when no next frame arrives this long after "
-                                      "an action.", floating_point_range=_float_range(0.1, 3600.0))),
+                                      "an action; reset again when no first frame arrives this long "
+                                      "after a reset.", floating_point_range=_float_range(0.1, 3600.0))),
     "results_dir": ("", _fixed("Folder for the evaluation curve (curve.json, curve.png); '' = none.")),
     "report_period_s": (5.0, _runtime("Seconds between progress lines.",
                                       floating_point_range=_float_range(0.5, 3600.0))),
@@ -211,12 +212,13 @@ class PolicyActorNode(Node):
         self.eval_index = 0
         self.curve: list[dict] = []
         self.last_eval_at = 0
-        self.counters = {"stale_frames": 0, "rejected_params": 0, "aborted": 0, "paused_full": 0}
+        self.counters = {"stale_frames": 0, "rejected_params": 0, "aborted": 0, "paused_full": 0,
+                         "reset_retries": 0}
         self._current = None             # (observation vector, frame) the next action is for
         self._acted = None               # (observation vector, frame, stamp) awaiting its result
         self._next_frame = None
         self._commands: dict[int, Action] = {}
-        self._reset_mark = -1
+        self._reset_mark, self._reset_at = -1, 0.0
         self._first_frame = None
         self._acted_at = 0.0
         self._report_state = (time.monotonic(), 0)
@@ -323,7 +325,7 @@ class PolicyActorNode(Node):
         self.tracker.start(self.tracker.episode_id + 1)  # the driver numbers episodes 1, 2, ...
         self._publish_status(EpisodeStatus.END_RUNNING, detail="reset requested")
         self.state, self._first_frame = "resetting", None
-        self._reset_mark = self.assembler.newest_complete
+        self._reset_mark, self._reset_at = self.assembler.newest_complete, time.monotonic()
         future = self._reset_client.call_async(ResetEpisode.Request(use_seed=True, seed=int(seed)))
         future.add_done_callback(self._on_reset_done)
 
@@ -585,6 +587,14 @@ class PolicyActorNode(Node):
             self.get_logger().error(f"no result {self.p['step_timeout_s']} s after an action: "
                                     "episode aborted, resetting")
             self._publish_status(EpisodeStatus.END_ABORTED, detail="no frame after the action")
+            self.state = "need_reset"
+        elif self.state == "await_first_frame" and now - self._reset_at > self.p["step_timeout_s"]:
+            # The reset's frame did not come complete (e.g. a node between the driver and the
+            # reward was still connecting): in lock-step no other frame comes, so reset again.
+            self.counters["reset_retries"] += 1
+            self.get_logger().warning(f"no complete first frame {self.p['step_timeout_s']} s after the reset: "
+                                      "resetting again")
+            self._publish_status(EpisodeStatus.END_ABORTED, detail="no first frame after the reset")
             self.state = "need_reset"
         last, steps = self._report_state
         if now - last >= self.p["report_period_s"]:
