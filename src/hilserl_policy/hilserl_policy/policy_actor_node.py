@@ -46,7 +46,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import PoseStamped
 from hilserl_msgs.msg import (
     Action,
@@ -60,12 +59,11 @@ from hilserl_msgs.msg import (
 )
 from hilserl_msgs.srv import ResetEpisode
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import JointState
 
-from hilserl_drivers.node_main import declare_parameters
+from hilserl_drivers.node_main import declare_parameters, run_node
 from hilserl_policy.actor_core import EpisodeTracker, FrameAssembler, ResendQueue
 from hilserl_policy.learning_curve import write_learning_curve
 from hilserl_policy.observation import (
@@ -610,21 +608,10 @@ class PolicyActorNode(Node):
 
 
 def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = None
-    code = 0
-    try:
-        node = PolicyActorNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except SystemExit as done:
-        code = int(done.code or 0)
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    raise SystemExit(code)
+    # run_node's own signal handlers: rclpy's invalidated the context under the spin, which then
+    # raised instead of stopping (a SIGTERM exited 1 in a clean-clone run). A SystemExit from
+    # the node (done recording or evaluating) passes through with its code.
+    run_node(PolicyActorNode, args)
 
 
 if __name__ == "__main__":
