@@ -149,7 +149,9 @@ class GroundTruthObserver:
         self._succeeded = self._succeeded or bool(msg.success)
 
     def _on_status(self, msg) -> None:
-        if msg.end_reason != 0:  # END_RUNNING
+        if msg.end_reason == 4:  # END_ABORTED: the actor starts the episode again, it counts nothing
+            self._succeeded = False
+        elif msg.end_reason != 0:  # END_RUNNING
             self.episodes.append({"evaluation": bool(msg.evaluation), "ground_truth": self._succeeded,
                                   "classifier": bool(msg.success), "steps": int(msg.step)})
             self._succeeded = False

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from rcl_interfaces.msg import IntegerRange, ParameterDescriptor
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from hilserl_drivers.camera import Roi, crop_resize
-from hilserl_drivers.image_msgs import image_array, image_message
+from hilserl_drivers.image_msgs import IMAGE_QOS, IMAGE_QOS_DESCRIPTION, image_array, image_message, image_qos
 from hilserl_drivers.node_main import declare_parameters, run_node
 from hilserl_msgs.msg import Topics
 
@@ -26,13 +25,16 @@ PARAMETERS = {
     "image_size": (128, ParameterDescriptor(
         description="output images are image_size x image_size", read_only=True,
         integer_range=[IntegerRange(from_value=8, to_value=2048)])),
+    "image_qos": ("sensor_data", ParameterDescriptor(
+        description=IMAGE_QOS_DESCRIPTION + " (input and output)", read_only=True,
+        additional_constraints="one of " + ", ".join(IMAGE_QOS))),
 }
 
 
 class CameraPreprocessNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("camera_preprocess", **kwargs)
-        declare_parameters(self, PARAMETERS)
+        qos = image_qos(declare_parameters(self, PARAMETERS)["image_qos"])
         names = [n for n in self.get_parameter("camera_names").value if n]
         if not names or len(set(names)) != len(names):
             raise ValueError(f"camera_names must name distinct cameras, got {names}")
@@ -46,10 +48,9 @@ class CameraPreprocessNode(Node):
                 description=f"camera {name}: [x, y, width, height] in raw pixels ([0, 0, 0, 0]: whole image)",
                 read_only=True)).value
             self.rois[name] = None if list(values) == [0, 0, 0, 0] else Roi.parse(values, f"{name}.roi")
-            self._image_pubs[name] = self.create_publisher(Image, Topics.CAMERA.format(name=name),
-                                                           qos_profile_sensor_data)
+            self._image_pubs[name] = self.create_publisher(Image, Topics.CAMERA.format(name=name), qos)
             self.create_subscription(Image, Topics.CAMERA_RAW.format(name=name),
-                                     lambda msg, n=name: self._on_image(n, msg), qos_profile_sensor_data)
+                                     lambda msg, n=name: self._on_image(n, msg), qos)
         self.get_logger().info("preprocessing " + ", ".join(
             f"{n} (roi {r.x, r.y, r.width, r.height})" if r else f"{n} (whole image)" for n, r in self.rois.items())
             + f" -> {self.size}x{self.size}")

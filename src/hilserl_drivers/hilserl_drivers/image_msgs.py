@@ -10,9 +10,24 @@ from __future__ import annotations
 import array
 
 import numpy as np
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
+IMAGE_QOS = ("sensor_data", "reliable")
+IMAGE_QOS_DESCRIPTION = ("QoS of camera images: 'sensor_data' (best effort, a live camera's) or 'reliable' "
+                         "(every frame delivered: a lock-step sim whose reward or recording needs each one); "
+                         "publishers and subscribers of one image topic must agree")
+
+
+def image_qos(kind: str) -> QoSProfile:
+    """The QoS of an image topic: ``sensor_data`` (best effort, keep last 5) or ``reliable``
+    (keep last 10). A reliable subscriber does not connect to a best-effort publisher."""
+    if kind == "sensor_data":
+        return qos_profile_sensor_data
+    if kind == "reliable":
+        return QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+    raise ValueError(f"image_qos must be one of {IMAGE_QOS}, got {kind!r}")
 
 
 def image_message(image: np.ndarray, stamp, frame_id: str) -> Image:

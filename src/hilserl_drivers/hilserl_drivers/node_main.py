@@ -11,6 +11,7 @@ see one (an idle lock-step bridge ignored Ctrl-C until its next command).
 from __future__ import annotations
 
 import signal
+import time
 from typing import Any, Callable
 
 import rclpy
@@ -24,19 +25,24 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def run_node(make_node: Callable[[], Node], args=None, wake_s: float = 0.1) -> None:
-    """Init rclpy, build the node, spin until SIGINT/SIGTERM, then destroy it and shut down."""
+def run_node(make_node: Callable[[], Node], args=None, wake_s: float = 0.1, drain_s: float = 0.0) -> None:
+    """Init rclpy, build the node, spin until SIGINT/SIGTERM, then destroy it and shut down.
+    ``drain_s``: after the signal, go on taking what already arrived for this long (a recorder:
+    the last messages its peers sent before they exited are delivered but not yet taken)."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    node = None
+    node = executor = None
     try:
         node = make_node()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         while rclpy.ok():
             executor.spin_once(timeout_sec=wake_s)
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except KeyboardInterrupt:
+        if executor is not None and drain_s > 0:
+            _drain(executor, drain_s)
+    except ExternalShutdownException:
         pass
     finally:
         if node is not None:
@@ -50,6 +56,15 @@ def declare_parameters(node: Node, table: dict[str, tuple[Any, Any]]) -> dict[st
     for name, (default, descriptor) in table.items():
         node.declare_parameter(name, default, descriptor)
     return {name: node.get_parameter(name).value for name in table}
+
+
+def _drain(executor: SingleThreadedExecutor, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    try:
+        while rclpy.ok() and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.02)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass  # a second signal: stop now
 
 
 def check_parameter_update(current: dict[str, Any], params, build: Callable[[dict[str, Any]], Any]

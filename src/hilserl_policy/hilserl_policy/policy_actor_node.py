@@ -59,6 +59,7 @@ from hilserl_msgs.msg import (
 )
 from hilserl_msgs.srv import ResetEpisode
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import QoSDurabilityPolicy, QoSHistoryPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import JointState
@@ -93,6 +94,7 @@ def action_fields(msg: Action) -> np.ndarray:
     return np.array([getattr(getattr(msg, group), axis) for group, axis in ACTION_FIELDS], dtype=np.float32)
 from hilserl_policy.policy_export import InferencePolicy, PolicyFormatError
 
+EXIT_ACK_S = 2.0  # the last episode status: how long to wait for its acknowledgement before exiting
 RELIABLE = QoSProfile(depth=100, reliability=QoSReliabilityPolicy.RELIABLE,
                       durability=QoSDurabilityPolicy.VOLATILE)
 STREAM = QoSProfile(history=QoSHistoryPolicy.KEEP_ALL, reliability=QoSReliabilityPolicy.RELIABLE)
@@ -128,6 +130,9 @@ PARAMETERS = {
                              "succeeded, then exit.")),
     "record_successes": (20, _fixed("mode record: successful episodes to record.",
                                     integer_range=_int_range(1, 1_000_000))),
+    "record_episodes": (0, _fixed("mode record: stop after this many episodes whatever their outcome "
+                                  "(failure demonstrations; 0: count successes, record_successes).",
+                                  integer_range=_int_range(0, 1_000_000))),
     "wait_for_recorder": ("", _fixed("mode record: name of the recorder node to wait for before the "
                                      "first episode ('': do not wait).")),
     "record_after_success": (0, _fixed("mode record: steps to go on after the first success frame "
@@ -464,13 +469,18 @@ class PolicyActorNode(Node):
         if self.recording:
             self.recorded["success" if success else "other"] += 1
             done, goal = self.recorded["success"], self.p["record_successes"]
+            if self.p["record_episodes"]:
+                done, goal = self.recorded["success"] + self.recorded["other"], self.p["record_episodes"]
+            counted, finished = (("episodes", "episodes") if self.p["record_episodes"]
+                                 else ("successful", "successful demonstrations"))
             self.get_logger().info(f"demo episode {self.tracker.episode_id}: "
-                                   f"{'success' if success else 'no success'}; {done}/{goal} successful "
-                                   f"recorded ({self.recorded['other']} others)")
+                                   f"{'success' if success else 'no success'}; {done}/{goal} {counted} "
+                                   f"recorded ({self.recorded['success']} successful, "
+                                   f"{self.recorded['other']} others)")
             if done >= goal:
                 self.state = "done"
-                self.get_logger().info(f"done: {done} successful demonstrations recorded")
-                raise SystemExit(0)
+                self.get_logger().info(f"done: {done} {finished} recorded")
+                self._exit()
             return
         if self.evaluating:
             self.eval_results.append((success, self.tracker.step, float(self.tracker.episode_return)))
@@ -507,8 +517,15 @@ class PolicyActorNode(Node):
         if finished:
             self.state = "done"
             self.get_logger().info(f"done: final success rate {rate:.0%} over {len(successes)} episodes")
-            raise SystemExit(0)
+            self._exit()
         self.evaluating = False
+
+    def _exit(self) -> None:
+        """Done: exit once the last label has reached its subscribers (a recorder writes it; the
+        composition stops the moment this process exits)."""
+        if not self._status_pub.wait_for_all_acked(Duration(seconds=EXIT_ACK_S)):
+            self.get_logger().warning(f"the last episode status was not acknowledged within {EXIT_ACK_S} s")
+        raise SystemExit(0)
 
     def _write_results(self) -> None:
         if not self.p["results_dir"]:

@@ -17,10 +17,10 @@ import collections
 from hilserl_msgs.msg import EpisodeStatus, Reward, Topics
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from hilserl_drivers.image_msgs import image_array
+from hilserl_drivers.image_msgs import IMAGE_QOS, IMAGE_QOS_DESCRIPTION, image_array, image_qos
 from hilserl_drivers.node_main import declare_parameters, run_node
 from hilserl_policy.reward_classifier import SuccessHold, load_classifier
 
@@ -36,6 +36,8 @@ PARAMETERS = {
     "hold_frames": (0, ParameterDescriptor(
         description="consecutive frames above the threshold before success (0: the saved value)",
         read_only=True, integer_range=[IntegerRange(from_value=0, to_value=1000)])),
+    "image_qos": ("sensor_data", ParameterDescriptor(
+        description=IMAGE_QOS_DESCRIPTION, read_only=True, additional_constraints="one of " + ", ".join(IMAGE_QOS))),
 }
 
 
@@ -59,7 +61,7 @@ class RewardClassifierNode(Node):
         self._reward_pub = self.create_publisher(Reward, Topics.REWARD, RELIABLE)
         for camera in self.cameras:
             self.create_subscription(Image, Topics.CAMERA.format(name=camera),
-                                     lambda msg, c=camera: self._on_image(c, msg), qos_profile_sensor_data)
+                                     lambda msg, c=camera: self._on_image(c, msg), image_qos(p["image_qos"]))
         self.create_subscription(EpisodeStatus, Topics.EPISODE_STATUS, self._on_episode_status, RELIABLE)
         self.get_logger().info(f"reward classifier {p['classifier_dir']}: cameras {list(self.cameras)}, "
                                f"threshold {self.threshold:.3f}, hold {self.hold.hold_frames} frames"

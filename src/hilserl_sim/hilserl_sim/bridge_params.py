@@ -46,6 +46,8 @@ class BridgeParams:
     command_timeout: float = 0.15
     """Realtime mode: a command older than this is replaced by hold (watchdog)."""
     frame_id: str = "base"
+    image_qos: str = "sensor_data"
+    """'sensor_data' (best effort) or 'reliable': a lock-step graph whose reward or recording needs every frame."""
     privileged_state: bool = True
     seed: int = -1
     """Seed of the first episode; -1 draws one."""
@@ -126,6 +128,8 @@ class BridgeParams:
             raise ValueError(f"cameras must be camera names, got {list(self.cameras)}")
         if not self.frame_id:
             raise ValueError("frame_id must not be empty")
+        if self.image_qos not in ("sensor_data", "reliable"):
+            raise ValueError(f"image_qos must be 'sensor_data' or 'reliable', got {self.image_qos!r}")
         if self.scene == "gym":
             if not self.gym_env_id:
                 raise ValueError("gym_env_id must name a gymnasium environment when scene is 'gym'")
@@ -184,6 +188,8 @@ DESCRIPTIONS = {
     "max_tracking_error": "largest distance kept between target and measured end effector (m)",
     "command_timeout": "realtime mode: commands older than this (s) are replaced by hold",
     "frame_id": "frame of ee_pose and task_state (the robot base)",
+    "image_qos": "QoS of the camera images: 'sensor_data' (best effort) or 'reliable' (every frame delivered: "
+                 "a lock-step graph whose reward or recording needs each one; its subscribers must be reliable too)",
     "privileged_state": "append the cube position to the reset observation's state vector",
     "seed": "seed of the first episode (-1: random)",
     "gym_env_id": "gymnasium environment id hosted when scene is 'gym'",

@@ -47,6 +47,9 @@ class ExpertConfig:
     noise_std: float = 0.0
     lost_distance: float = 0.05
     """While lifting, a cube farther than this from the end effector counts as dropped: retry."""
+    miss_distance: float = 0.0
+    """Failure demonstrations (0: off): grasp this far beside the cube, in a direction drawn per
+    episode, and lift the empty gripper as if holding it (negatives for a reward classifier)."""
 
     def validate(self) -> None:
         for name in ("max_step_translation", "hover_height", "xy_tolerance", "z_tolerance", "lift_height",
@@ -54,8 +57,10 @@ class ExpertConfig:
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        if not (np.isfinite(self.noise_std) and self.noise_std >= 0):
-            raise ValueError(f"noise_std must be a finite number >= 0, got {self.noise_std!r}")
+        for name in ("noise_std", "miss_distance"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if int(self.close_steps) != self.close_steps or self.close_steps < 1:
             raise ValueError(f"close_steps must be a positive integer, got {self.close_steps!r}")
 
@@ -77,6 +82,7 @@ class ScriptedExpert:
         self.phase = Phase.APPROACH
         self._closing = 0
         self._cube_start: np.ndarray | None = None
+        self._miss: np.ndarray | None = None
 
     def reset(self, seed: int | None = None) -> None:
         if seed is not None:
@@ -84,6 +90,7 @@ class ScriptedExpert:
         self.phase = Phase.APPROACH
         self._closing = 0
         self._cube_start = None
+        self._miss = None
 
     def _deltas(self, error: np.ndarray) -> np.ndarray:
         cfg = self.config
@@ -99,11 +106,19 @@ class ScriptedExpert:
         cfg = self.config
         ee = np.asarray(ee_position, dtype=float)
         cube = np.asarray(cube_position, dtype=float)
+        missing = cfg.miss_distance > 0
+        if missing:  # aim at a point beside the cube, which stays on the table
+            if self._miss is None:
+                angle = self._rng.uniform(0.0, 2 * np.pi)
+                self._miss = cfg.miss_distance * np.array([np.cos(angle), np.sin(angle), 0.0])
+            cube = cube + self._miss
+            if self._cube_start is not None:
+                cube = self._cube_start.copy()  # the aim does not follow the cube the fingers nudge
         if self._cube_start is None:
             self._cube_start = cube.copy()
         grasp_point = cube + np.array([0.0, 0.0, cfg.grasp_offset])
 
-        if self.phase == Phase.LIFT and np.linalg.norm(cube - ee) > cfg.lost_distance:
+        if self.phase == Phase.LIFT and not missing and np.linalg.norm(cube - ee) > cfg.lost_distance:
             self.phase = Phase.APPROACH  # dropped: open and start over from above the cube
             self._closing = 0
         if self.phase == Phase.GRASP and np.linalg.norm(cube[:2] - ee[:2]) > 2 * cfg.xy_tolerance + 0.01:

@@ -22,12 +22,12 @@ from geometry_msgs.msg import PoseStamped
 from hilserl_msgs.msg import Action, NamedImage, Observation, Reward, Topics
 from hilserl_msgs.srv import ResetEpisode
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 
 from hilserl_sim.bridge_params import declare_bridge_parameters, make_environment
 from hilserl_sim.frame import Frame
-from hilserl_drivers.image_msgs import image_message
+from hilserl_drivers.image_msgs import image_message, image_qos
 from hilserl_drivers.node_main import run_node
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -67,7 +67,7 @@ class SimBridgeNode(Node):
         self._task_pub = self.create_publisher(PoseStamped, Topics.TASK_STATE, RELIABLE)
         self._reward_pub = self.create_publisher(Reward, Topics.REWARD, RELIABLE)
         self._image_pubs = {
-            name: self.create_publisher(Image, Topics.CAMERA_RAW.format(name=name), qos_profile_sensor_data)
+            name: self.create_publisher(Image, Topics.CAMERA_RAW.format(name=name), image_qos(self.params.image_qos))
             for name in self.env.camera_names
         }
         self.create_subscription(Action, Topics.COMMAND, self._on_command, RELIABLE)

@@ -15,6 +15,7 @@ when set (episode-level rules from the next episode on).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import threading
 
 import numpy as np
@@ -40,6 +41,10 @@ PARAMETERS = {
         description="arm of the bridged scene ('panda', 'so101'): expert tuning and gripper opening",
         read_only=True, additional_constraints="one of " + ", ".join(ARMS))),
     "seed": (0, ParameterDescriptor(description="seed of the rule's draws and the expert's noise", read_only=True)),
+    "expert_miss_distance": (0.0, ParameterDescriptor(
+        description="failure demonstrations (0: off): the expert grasps this far (m) beside the cube and "
+                    "lifts its empty gripper (negatives for the reward classifier)", read_only=True,
+        floating_point_range=[FloatingPointRange(from_value=0.0, to_value=0.5)])),
     "rule": ("episode_probability", ParameterDescriptor(
         description="when the human takes over: " + ", ".join(RULE_KINDS),
         additional_constraints="one of " + ", ".join(RULE_KINDS))),
@@ -84,7 +89,8 @@ class SimulatedHumanNode(Node):
         if scene not in ARMS:
             raise ValueError(f"scene must be one of {sorted(ARMS)}, got {scene!r}")
         self._arm = ARMS[scene]
-        self.human = SimulatedHuman(_rule(self._values), EXPERT_DEFAULTS[scene], seed=int(self._values["seed"]))
+        expert = dataclasses.replace(EXPERT_DEFAULTS[scene], miss_distance=float(self._values["expert_miss_distance"]))
+        self.human = SimulatedHuman(_rule(self._values), expert, seed=int(self._values["seed"]))
         self._lock = threading.Lock()
         self._ee: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
         self._cube: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()

@@ -238,3 +238,25 @@ def test_bad_config_names_the_field(field, value):
     config = dataclasses.replace(PickCubeConfig(), **{field: value})
     with pytest.raises(ValueError, match=field.split("_low")[0]):
         config.validate()
+
+
+def test_a_missing_expert_lifts_an_empty_gripper_beside_the_cube(sim):
+    # Failure demonstrations for the reward classifier: what a grasp that missed looks like.
+    config = dataclasses.replace(EXPERT_DEFAULTS[sim.config.arm], miss_distance=0.06)
+    expert = ScriptedExpert(config)
+    for seed in range(3):
+        state = sim.reset(seed=seed)
+        expert.reset(seed=seed)
+        cube_start = state.cube_position.copy()
+        highest, closed_high = 0.0, False
+        for _ in range(sim.config.max_episode_steps):
+            deltas, gripper = expert.act(state.ee_position, state.cube_position, state.gripper_opening)
+            result = sim.step(deltas, gripper)
+            state = sim.state()
+            assert not result.success
+            highest = max(highest, state.ee_position[2])
+            closed_high |= state.gripper_opening < 0.5 and state.ee_position[2] > cube_start[2] + 0.08
+            if result.terminated or result.truncated:
+                break
+        assert closed_high, f"seed {seed}: the empty gripper never rose closed (highest ee z {highest:.3f})"
+        assert state.cube_position[2] < cube_start[2] + 0.01  # the cube stays on the table

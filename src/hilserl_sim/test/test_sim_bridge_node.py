@@ -264,6 +264,7 @@ def test_gym_environment_round_trip(ros):
         ({"control_rate_hz": 7.0}, "physics_timestep"),
         ({"cameras": ["front", "ceiling"]}, "cameras"),
         ({"scene": "gym"}, "gym_env_id"),
+        ({"image_qos": "fast"}, "image_qos"),
     ],
 )
 def test_bad_parameters_fail_naming_the_parameter(ros, params, match):

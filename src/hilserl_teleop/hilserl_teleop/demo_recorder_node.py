@@ -30,6 +30,7 @@ DEFAULT_TOPICS = [Topics.JOINT_STATES, Topics.EE_POSE, Topics.TASK_STATE, Topics
                   Topics.EXECUTED_ACTION, Topics.EPISODE_STATUS]
 QUEUE_DEPTH = 1000
 DISCOVERY_PERIOD_S = 0.2
+DRAIN_S = 0.5  # after a signal: what already arrived is still written (run_node drain_s)
 
 PARAMETERS = {
     "output_dir": ("runs/demos/bags", ParameterDescriptor(
@@ -147,7 +148,9 @@ class DemoRecorderNode(Node):
 
 
 def main(args=None) -> None:
-    run_node(DemoRecorderNode, args=args)
+    # After SIGINT/SIGTERM, messages sent just before (the last label of a recording whose actor
+    # has exited) are still taken and written before the bag closes.
+    run_node(DemoRecorderNode, args=args, drain_s=DRAIN_S)
 
 
 if __name__ == "__main__":
