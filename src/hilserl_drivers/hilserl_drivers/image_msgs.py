@@ -22,11 +22,12 @@ IMAGE_QOS_DESCRIPTION = ("QoS of camera images: 'sensor_data' (best effort, a li
 
 def image_qos(kind: str) -> QoSProfile:
     """The QoS of an image topic: ``sensor_data`` (best effort, keep last 5) or ``reliable``
-    (keep last 10). A reliable subscriber does not connect to a best-effort publisher."""
+    (keep last 100: a writer drops what a slow reader has not acknowledged after that many
+    newer frames). A reliable subscriber does not connect to a best-effort publisher."""
     if kind == "sensor_data":
         return qos_profile_sensor_data
     if kind == "reliable":
-        return QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        return QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
     raise ValueError(f"image_qos must be one of {IMAGE_QOS}, got {kind!r}")
 
 

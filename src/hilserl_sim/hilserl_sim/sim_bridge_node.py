@@ -31,6 +31,9 @@ from hilserl_drivers.image_msgs import image_message, image_qos
 from hilserl_drivers.node_main import run_node
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# Frame topics: a reliable keep-last writer drops a sample that a slow reader (a demo recorder
+# on a loaded machine) has not acknowledged after `depth` newer ones: keep 100 (a few seconds).
+FRAMES = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
 
 
@@ -62,10 +65,10 @@ class SimBridgeNode(Node):
         self._latest_command: Action | None = None
         self._latest_command_time = None
 
-        self._joint_pub = self.create_publisher(JointState, Topics.JOINT_STATES, RELIABLE)
-        self._ee_pub = self.create_publisher(PoseStamped, Topics.EE_POSE, RELIABLE)
-        self._task_pub = self.create_publisher(PoseStamped, Topics.TASK_STATE, RELIABLE)
-        self._reward_pub = self.create_publisher(Reward, Topics.REWARD, RELIABLE)
+        self._joint_pub = self.create_publisher(JointState, Topics.JOINT_STATES, FRAMES)
+        self._ee_pub = self.create_publisher(PoseStamped, Topics.EE_POSE, FRAMES)
+        self._task_pub = self.create_publisher(PoseStamped, Topics.TASK_STATE, FRAMES)
+        self._reward_pub = self.create_publisher(Reward, Topics.REWARD, FRAMES)
         self._image_pubs = {
             name: self.create_publisher(Image, Topics.CAMERA_RAW.format(name=name), image_qos(self.params.image_qos))
             for name in self.env.camera_names

@@ -88,7 +88,9 @@ class InterventionMuxNode(Node):
         self.add_on_set_parameters_callback(self._validate_parameters)
         self.add_post_set_parameters_callback(self._apply_parameters)
 
-        self._executed_pub = self.create_publisher(Action, Topics.EXECUTED_ACTION, RELIABLE)
+        # depth 100: a slow reader (a demo recorder under load) still gets every executed action
+        self._executed_pub = self.create_publisher(
+            Action, Topics.EXECUTED_ACTION, QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
         self.create_subscription(Action, Topics.POLICY_ACTION, self._on_policy_action, RELIABLE)
         self.create_subscription(Action, Topics.HUMAN_ACTION, self._on_human_action, RELIABLE)
         self.create_service(SetBool, Topics.SET_INTERVENTION, self._on_set_intervention)
