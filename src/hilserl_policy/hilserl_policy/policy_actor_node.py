@@ -527,6 +527,13 @@ class PolicyActorNode(Node):
             self.get_logger().warning(f"the last episode status was not acknowledged within {EXIT_ACK_S} s")
         raise SystemExit(0)
 
+    def _abort(self, counter: str, message: str, detail: str) -> None:
+        """End the episode as END_ABORTED (its seed is used again) and reset."""
+        self.counters[counter] += 1
+        self.get_logger().error(message.format(self.p["step_timeout_s"]))
+        self._publish_status(EpisodeStatus.END_ABORTED, detail=detail)
+        self.state = "need_reset"
+
     def _write_results(self) -> None:
         if not self.p["results_dir"]:
             return
@@ -598,19 +605,13 @@ class PolicyActorNode(Node):
         if self.state == "need_reset":
             self._request_reset()
         elif self.state == "acting" and now - self._acted_at > self.p["step_timeout_s"]:
-            self.counters["aborted"] += 1
-            self.get_logger().error(f"no result {self.p['step_timeout_s']} s after an action: "
-                                    "episode aborted, resetting")
-            self._publish_status(EpisodeStatus.END_ABORTED, detail="no frame after the action")
-            self.state = "need_reset"
+            self._abort("aborted", "no result {} s after an action: episode aborted, resetting",
+                        "no frame after the action")
         elif self.state == "await_first_frame" and now - self._reset_at > self.p["step_timeout_s"]:
             # The reset's frame did not come complete (e.g. a node between the driver and the
             # reward was still connecting): in lock-step no other frame comes, so reset again.
-            self.counters["reset_retries"] += 1
-            self.get_logger().warning(f"no complete first frame {self.p['step_timeout_s']} s after the reset: "
-                                      "resetting again")
-            self._publish_status(EpisodeStatus.END_ABORTED, detail="no first frame after the reset")
-            self.state = "need_reset"
+            self._abort("reset_retries", "no complete first frame {} s after the reset: resetting again",
+                        "no first frame after the reset")
         last, steps = self._report_state
         if now - last >= self.p["report_period_s"]:
             rate = (self.env_steps - steps) / (now - last)
