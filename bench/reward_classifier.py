@@ -60,7 +60,7 @@ def main(argv=None) -> int:
                         help="failure episodes to record as well: the expert grasps --miss-distance beside "
                              "the cube and lifts its empty gripper (0: none)")
     parser.add_argument("--miss-distance", type=float, default=0.06)
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--target-fpr", type=float, default=0.01)
     parser.add_argument("--cameras", default="front,wrist")
     parser.add_argument("--domain-id", type=int, default=230)
