@@ -55,6 +55,7 @@ import dataclasses
 import math
 import os
 import select
+import signal
 import sys
 import threading
 import time
@@ -1061,14 +1062,16 @@ def main(argv: list[str] | None = None) -> int:
                        reply_delay_s=args.reply_delay, **kwargs)
     except ValueError as exc:
         parser.error(str(exc))
+    stop = threading.Event()
+    # Own handlers: a process started in the background by a non-interactive shell inherits
+    # SIGINT ignored, and Python then installs no KeyboardInterrupt for it.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     with emulator:
         print(emulator.port, flush=True)
         print(f"{args.protocol}: {emulator.spec.name} IDs {args.ids} on {emulator.port}; Ctrl-C to stop",
               file=sys.stderr, flush=True)
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
+        while not stop.wait(0.2):
             pass
     return 0
 

@@ -530,11 +530,15 @@ def test_emulator_arguments_and_close():
         emulator.start()
 
 
-def test_cli_serves_until_interrupted(monkeypatch):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_cli_serves_until_interrupted(monkeypatch, sig):
     monkeypatch.setattr(dxl_port_handler, "LATENCY_TIMER", LATENCY_MS)
+    # Started as a non-interactive shell starts a background job: SIGINT inherited ignored
+    # (a clean-clone CI run hung here before the CLI installed its own handlers).
     process = subprocess.Popen(
         [sys.executable, "-m", "hilserl_drivers.bus_emulator", "dynamixel", "--ids", "1", "2", "--model", "xl430"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         path = process.stdout.readline().strip()
         assert path.startswith("/dev/")
@@ -546,7 +550,7 @@ def test_cli_serves_until_interrupted(monkeypatch):
             time.sleep(0.05)  # the CLI process may be slow to be scheduled on a busy machine
         assert ph.ping(port, 2) == (1060, dxl.COMM_SUCCESS, 0)
         port.closePort()
-        process.send_signal(signal.SIGINT)
+        process.send_signal(sig)
         assert process.wait(timeout=5) == 0
     finally:
         if process.poll() is None:
