@@ -91,6 +91,7 @@ from hilserl_policy.policy_export import FORMAT, export_policy, sha256_hex
 
 RELIABLE = QoSProfile(depth=1000, reliability=QoSReliabilityPolicy.RELIABLE,
                       durability=QoSDurabilityPolicy.VOLATILE, history=QoSHistoryPolicy.KEEP_LAST)
+ACK_REPEAT_S = 1.0  # every known actor's acknowledgement is published again this often
 ACKS = QoSProfile(depth=100, reliability=QoSReliabilityPolicy.RELIABLE,
                   durability=QoSDurabilityPolicy.VOLATILE, history=QoSHistoryPolicy.KEEP_LAST)
 LATEST_WEIGHTS = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
@@ -393,6 +394,7 @@ class LearnerNode(Node):
         self.actors: dict[str, ActorState] = collections.defaultdict(ActorState)
         self._pending: dict[int, tuple[str, int, bytes]] = {}  # log position -> (actor, seq, cdr)
         self._acks_requested: set[str] = set()  # actors that sent duplicates (under _log_cv)
+        self._acks_repeated_at = time.monotonic()
         self._online_order: collections.deque = collections.deque()  # (online index, actor, seq)
         self._trained_online = 0  # online transitions whose updates are done
         self.log_position = -1  # position of the last log record in the replay
@@ -642,6 +644,13 @@ class LearnerNode(Node):
         while not self._stop.is_set():
             with self._log_cv:
                 requested, self._acks_requested = self._acks_requested, set()
+            if time.monotonic() - self._acks_repeated_at >= ACK_REPEAT_S:
+                # Every known actor's frontier again: an ack published before a (restarted)
+                # actor's subscription matched would otherwise be the last one, and a paced
+                # actor waiting for it would wait forever (seen after a learner restart).
+                self._acks_repeated_at = time.monotonic()
+                with self._lock:
+                    requested |= set(self.actors)
             for actor in requested:
                 self._publish_ack(actor)
             with self._log_cv:
