@@ -468,11 +468,12 @@ class PolicyActorNode(Node):
             self.episodes_done += 1
         if self.recording:
             self.recorded["success" if success else "other"] += 1
-            done, goal = self.recorded["success"], self.p["record_successes"]
             if self.p["record_episodes"]:
                 done, goal = self.recorded["success"] + self.recorded["other"], self.p["record_episodes"]
-            counted, finished = (("episodes", "episodes") if self.p["record_episodes"]
-                                 else ("successful", "successful demonstrations"))
+                counted, finished = "episodes", "episodes"
+            else:
+                done, goal = self.recorded["success"], self.p["record_successes"]
+                counted, finished = "successful", "successful demonstrations"
             self.get_logger().info(f"demo episode {self.tracker.episode_id}: "
                                    f"{'success' if success else 'no success'}; {done}/{goal} {counted} "
                                    f"recorded ({self.recorded['success']} successful, "

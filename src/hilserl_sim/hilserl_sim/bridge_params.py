@@ -12,6 +12,7 @@ import json
 import numpy as np
 
 from hilserl_drivers.ee_control import EndEffectorLimits
+from hilserl_drivers.image_msgs import IMAGE_QOS
 from hilserl_sim.scenes import ARMS
 
 MODES = ("realtime", "lockstep")
@@ -128,8 +129,8 @@ class BridgeParams:
             raise ValueError(f"cameras must be camera names, got {list(self.cameras)}")
         if not self.frame_id:
             raise ValueError("frame_id must not be empty")
-        if self.image_qos not in ("sensor_data", "reliable"):
-            raise ValueError(f"image_qos must be 'sensor_data' or 'reliable', got {self.image_qos!r}")
+        if self.image_qos not in IMAGE_QOS:
+            raise ValueError(f"image_qos must be one of {IMAGE_QOS}, got {self.image_qos!r}")
         if self.scene == "gym":
             if not self.gym_env_id:
                 raise ValueError("gym_env_id must name a gymnasium environment when scene is 'gym'")

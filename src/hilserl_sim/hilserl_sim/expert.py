@@ -107,13 +107,11 @@ class ScriptedExpert:
         ee = np.asarray(ee_position, dtype=float)
         cube = np.asarray(cube_position, dtype=float)
         missing = cfg.miss_distance > 0
-        if missing:  # aim at a point beside the cube, which stays on the table
+        if missing:  # aim at a point beside where the cube started (not following a nudged cube)
             if self._miss is None:
                 angle = self._rng.uniform(0.0, 2 * np.pi)
                 self._miss = cfg.miss_distance * np.array([np.cos(angle), np.sin(angle), 0.0])
-            cube = cube + self._miss
-            if self._cube_start is not None:
-                cube = self._cube_start.copy()  # the aim does not follow the cube the fingers nudge
+            cube = self._cube_start.copy() if self._cube_start is not None else cube + self._miss
         if self._cube_start is None:
             self._cube_start = cube.copy()
         grasp_point = cube + np.array([0.0, 0.0, cfg.grasp_offset])

@@ -191,10 +191,14 @@ class BagRecorder:
 
 
 # ------------------------------------------------------------------ reading
+def _incomplete(path: Path) -> BagError:
+    return BagError(f"{path}: no metadata.yaml (not a bag, or its recorder was killed: "
+                    "run recover_bag / `python -m hilserl_teleop.demo_bag recover` on it)")
+
+
 def _complete(path: Path) -> Path:
     if not (path / "metadata.yaml").is_file():
-        raise BagError(f"{path}: no metadata.yaml (not a bag, or its recorder was killed: "
-                       "run recover_bag / `python -m hilserl_teleop.demo_bag recover` on it)")
+        raise _incomplete(path)
     return path
 
 
@@ -211,7 +215,7 @@ def find_bags(paths: Iterable[str | Path]) -> list[Path]:
                 if (child / "metadata.yaml").is_file():
                     bags.append(child)
                 elif any(child.glob("*.mcap")):
-                    _complete(child)
+                    raise _incomplete(child)  # a killed recording is not skipped
         else:
             raise BagError(f"{path}: no such bag or folder of bags")
     if not bags:
