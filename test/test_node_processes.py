@@ -62,3 +62,42 @@ def test_node_process_stops_cleanly_on_a_signal(ros_domain_id, name, sig):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+SIGNAL_IN_A_DESTRUCTOR = """
+import os, signal
+from rclpy.node import Node
+from hilserl_drivers.node_main import run_node
+
+class Dropped:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)  # the handler runs at the next bytecode: inside __del__
+        print("signal sent from a destructor", flush=True)
+
+class Ticker(Node):
+    def __init__(self):
+        super().__init__("ticker")
+        self.ticks = 0
+        self.create_timer(0.05, self.tick)
+
+    def tick(self):
+        self.ticks += 1
+        if self.ticks == 3:
+            Dropped()
+        if self.ticks == 100:
+            print("still running 5 s after the signal", flush=True)
+            raise SystemExit(3)
+
+run_node(Ticker)
+print("stopped", flush=True)
+"""
+
+
+def test_a_signal_that_lands_inside_a_destructor_still_stops_the_node(ros_domain_id):
+    """Python drops an exception raised in ``__del__``: a handler that raised KeyboardInterrupt
+    lost the signal when it landed there (rclpy's Future.__del__ in a CI run), and the node ran on."""
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_IN_A_DESTRUCTOR], env=isolated_environment(ros_domain_id),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "signal sent from a destructor" in proc.stdout, proc.stdout + proc.stderr
+    assert "stopped" in proc.stdout and "still running" not in proc.stdout, proc.stdout + proc.stderr

@@ -2,10 +2,14 @@
 ``check_parameter_update``, the on-set validator of nodes whose parameters apply at run time.
 
 Own SIGINT/SIGTERM handlers instead of rclpy's: rclpy's would invalidate the context
-under a running callback, whose next publish then raises. Both signals end the spin
-loop, which wakes at least every ``wake_s``: Python runs a signal handler only between
-waits, and an idle node (nothing subscribed arrives, no timer) would otherwise never
-see one (an idle lock-step bridge ignored Ctrl-C until its next command).
+under a running callback, whose next publish then raises. The first signal sets a flag
+that the spin loop checks; the loop wakes at least every ``wake_s``, because Python runs
+a signal handler only between waits, and an idle node (nothing subscribed arrives, no
+timer) would otherwise never see one (an idle lock-step bridge ignored Ctrl-C until its
+next command). A flag, not an exception: Python runs the handler at whatever bytecode
+comes next, and a KeyboardInterrupt raised inside a destructor (rclpy's ``Future.__del__``)
+is printed and dropped, so the node ran on (a camera node ignored SIGINT in a CI run). A
+second signal raises KeyboardInterrupt, to get out of a callback that does not return.
 """
 
 from __future__ import annotations
@@ -21,8 +25,13 @@ from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 
 
+_stop = {"requested": False}
+
+
 def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
+    if _stop["requested"]:
+        raise KeyboardInterrupt  # the second signal: stop now
+    _stop["requested"] = True
 
 
 def run_node(make_node: Callable[[], Node], args=None, wake_s: float = 0.1, drain_s: float = 0.0) -> None:
@@ -30,6 +39,7 @@ def run_node(make_node: Callable[[], Node], args=None, wake_s: float = 0.1, drai
     ``drain_s``: after the signal, go on taking what already arrived for this long (a recorder:
     the last messages its peers sent before they exited are delivered but not yet taken)."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    _stop["requested"] = False
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     node = executor = None
@@ -37,12 +47,11 @@ def run_node(make_node: Callable[[], Node], args=None, wake_s: float = 0.1, drai
         node = make_node()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        while rclpy.ok():
+        while rclpy.ok() and not _stop["requested"]:
             executor.spin_once(timeout_sec=wake_s)
-    except KeyboardInterrupt:
-        if executor is not None and drain_s > 0:
+        if _stop["requested"] and drain_s > 0:
             _drain(executor, drain_s)
-    except ExternalShutdownException:
+    except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         if node is not None:
