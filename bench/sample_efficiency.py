@@ -60,7 +60,7 @@ def run_one(job: dict) -> dict:
 
     seed = job["seed"]
     torch.set_num_threads(job["torch_threads"])
-    env = PickCubeEnv(layout=job["layout"], cameras=job["cameras"])
+    env = PickCubeEnv(layout=job["layout"], cameras=job["cameras"], dynamics=job["dynamics"])
     spec = env.observation_spec(job["normalization"])
     frozen = job["frozen_backbone"]
     config = LearnerConfig(
@@ -181,10 +181,12 @@ def run_graph(job: dict) -> dict:
     demos = os.path.join(work, "demos.safetensors")
     subprocess.run([sys.executable, "-m", "hilserl_learner.record_expert_demos", "--out", demos,
                     "--episodes", str(job["demos"]), "--layout", job["layout"],
+                    *(["--dynamics"] if job["dynamics"] else []),
                     "--seed", str(1_000_000 + 1000 * job["seed"])], check=True, capture_output=True)
     params = {
         "actor": {"ros__parameters": {
-            "observation_layout": job["layout"], "seed": 100_003 * job["seed"], "paced": True,
+            "observation_layout": job["layout"], "observation_dynamics": job["dynamics"],
+            "seed": 100_003 * job["seed"], "paced": True,
             "max_env_steps": job["steps"], "eval_every_steps": job["eval_every"],
             "eval_episodes": job["eval_episodes"], "results_dir": work}},
         "learner": {"ros__parameters": {
@@ -192,7 +194,8 @@ def run_graph(job: dict) -> dict:
             "seed": job["seed"], "utd_ratio": float(job["utd"]), "num_critics": job["critics"],
             "target_subset_size": min(2, job["critics"]), "random_steps": job["random_steps"],
             "actor_bc_weight": job["actor_bc_weight"], "grasp_margin_weight": job["grasp_margin_weight"],
-            "state_normalization": job["normalization"], "observation_layout": job["layout"]}},
+            "state_normalization": job["normalization"], "observation_layout": job["layout"],
+            "observation_dynamics": job["dynamics"]}},
         "simulated_human": {"ros__parameters": {
             "seed": job["seed"], "rule": job["rule"]["kind"],
             "start_probability": float(job["rule"]["start_probability"]),
@@ -355,6 +358,8 @@ def main(argv=None) -> int:
     parser.add_argument("--demos", type=int, default=20)
     parser.add_argument("--layout", default=None, choices=LAYOUT_NAMES,
                         help="state layout (default: relative; proprio with --cameras)")
+    parser.add_argument("--dynamics", action="store_true",
+                        help="append joint velocities and actuator forces to the layout's state")
     parser.add_argument("--cameras", nargs="*", default=[],
                         help="image observations from these scene cameras, e.g. front wrist "
                              "(in process only)")
@@ -409,6 +414,7 @@ def main(argv=None) -> int:
             "patience": args.rule_patience}
     jobs = [{"mode": mode, "seed": seed, "steps": args.steps, "eval_every": args.eval_every,
              "eval_episodes": args.eval_episodes, "demos": args.demos, "layout": args.layout,
+             "dynamics": args.dynamics,
              "normalization": args.normalization, "utd": args.utd, "critics": args.critics,
              "random_steps": args.random_steps, "actor_bc_weight": args.actor_bc,
              "grasp_margin_weight": args.grasp_margin_weight, "rule": rule,

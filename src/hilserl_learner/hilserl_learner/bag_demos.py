@@ -273,11 +273,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="demo file to write (.safetensors)")
     parser.add_argument("--layout", default="relative", help="observation layout (the learner's)")
     parser.add_argument("--num-joints", type=int, default=7)
+    parser.add_argument("--dynamics", action="store_true",
+                        help="append joint velocities and efforts (the learner's observation_dynamics)")
     parser.add_argument("--cameras", default="", help="comma-separated camera names to include")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--keep", choices=("success", "all"), default="success")
     args = parser.parse_args(argv)
-    layout = ObservationLayout(args.layout, num_joints=args.num_joints)
+    layout = ObservationLayout(args.layout, num_joints=args.num_joints, dynamics=args.dynamics)
     spec = ObservationSpec(state_dim=layout.dim, action_dim=3, has_gripper=True,
                            camera_names=tuple(c for c in args.cameras.split(",") if c),
                            image_size=args.image_size)

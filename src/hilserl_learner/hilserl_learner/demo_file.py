@@ -17,7 +17,7 @@ frame explicitly, so episode ends are never inferred):
 
 Metadata (``__metadata__["hilserl_demos"]``, JSON): format version, the
 ObservationSpec, the observation layout that built the state vectors (name,
-num_joints, relative_scale) when known, episodes, successes, transitions and
+num_joints, relative_scale, dynamics) when known, episodes, successes, transitions and
 free-form ``source``. ``read_demo_file`` checks all of it and raises
 ``DemoFileError`` naming the file and what is wrong.
 """

@@ -138,6 +138,9 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     "observation_layout": ("relative", _text(
         "Observation layout the actor builds (hilserl_policy.observation); checked against the demo "
         "file's layout. Empty: not checked.")),
+    "observation_dynamics": (False, _text(
+        "The actor's observation_dynamics (joint velocities and efforts appended to the layout); "
+        "checked against the demo file's layout, used to convert demo_bags.")),
     "state_normalization": ("none", _text("State normalisation: none, bounds or running.")),
     "state_low": (Parameter.Type.DOUBLE_ARRAY, _text("Per-element low of the state (bounds).")),
     "state_high": (Parameter.Type.DOUBLE_ARRAY, _text("Per-element high of the state (bounds).")),
@@ -223,7 +226,7 @@ def _hosted_task_spec(env_id: str, kwargs_json: str) -> dict[str, Any]:
             raise ValueError(f"gym_env_id {env_id!r} has image observations {list(host.camera_names)}; "
                              "the training graph takes hosted tasks with state observations only")
         return {"state_dim": len(host.joint_names), "action_dim": len(host.action_map), "has_gripper": False,
-                "camera_names": "", "observation_layout": ""}
+                "camera_names": "", "observation_layout": "", "observation_dynamics": False}
     finally:
         host.close()
 
@@ -528,12 +531,17 @@ class LearnerNode(Node):
             if p["observation_layout"] and layout and layout != p["observation_layout"]:
                 raise ValueError(f"{p['demo_file']}: demos use observation layout {layout!r}, "
                                  f"parameter observation_layout is {p['observation_layout']!r}")
+            dynamics = bool((demos.layout or {}).get("dynamics", False))
+            if p["observation_layout"] and layout and dynamics != p["observation_dynamics"]:
+                raise ValueError(f"{p['demo_file']}: demos have observation dynamics {dynamics}, "
+                                 f"parameter observation_dynamics is {p['observation_dynamics']}")
             out.append(demos)
         if p["demo_bags"]:
             if not p["observation_layout"]:
                 raise ValueError("parameter demo_bags needs observation_layout (how frames become states)")
             conversion = BagConversion(
-                layout=ObservationLayout(p["observation_layout"], num_joints=p["num_joints"]),
+                layout=ObservationLayout(p["observation_layout"], num_joints=p["num_joints"],
+                                         dynamics=p["observation_dynamics"]),
                 gripper=GripperCalibration(p["gripper_joint"], p["gripper_closed_position"],
                                            p["gripper_open_position"]),
                 gripper_penalty=self.config.rlpd.gripper_penalty)

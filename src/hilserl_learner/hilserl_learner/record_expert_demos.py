@@ -35,7 +35,8 @@ def collect_expert_demos(episodes: int, arm: str = "panda", layout: str = "relat
                          cameras: tuple[str, ...] = (), image_size: int = 128, seed: int = 0,
                          gripper_penalty: float = -0.02, noise_std: float = 0.0,
                          max_attempts: int | None = None,
-                         progress: Callable[[str], None] | None = None) -> DemoDataset:
+                         progress: Callable[[str], None] | None = None,
+                         dynamics: bool = False) -> DemoDataset:
     """``episodes`` successful expert episodes (failed attempts are discarded).
 
     Steps ``hilserl_sim.pick_cube_env.PickCubeEnv`` (the pick-cube core with the
@@ -43,6 +44,7 @@ def collect_expert_demos(episodes: int, arm: str = "panda", layout: str = "relat
     in-process training loop sees it); cameras are rendered from its sim.
     Attempt k uses seed ``seed + k``; ``max_attempts`` (default 3 x episodes)
     bounds the attempts, after which a RuntimeError says how many succeeded.
+    ``dynamics`` appends joint velocities and efforts (``ObservationLayout.dynamics``).
     """
     from hilserl_sim.expert import EXPERT_DEFAULTS, ScriptedExpert
     from hilserl_sim.pick_cube import PickCubeConfig
@@ -51,7 +53,7 @@ def collect_expert_demos(episodes: int, arm: str = "panda", layout: str = "relat
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     env = PickCubeEnv(PickCubeConfig(arm=arm, image_width=image_size, image_height=image_size),
-                      layout=layout, gripper_penalty=gripper_penalty)
+                      layout=layout, gripper_penalty=gripper_penalty, dynamics=dynamics)
     try:
         for camera in cameras:
             if camera not in env.sim.camera_names:
@@ -118,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arm", default="panda", choices=("panda", "so101"))
     parser.add_argument("--layout", default="relative", choices=LAYOUT_NAMES,
                         help="observation layout of the state vector (hilserl_policy.observation)")
+    parser.add_argument("--dynamics", action="store_true",
+                        help="append joint velocities and efforts (the actor's observation_dynamics)")
     parser.add_argument("--cameras", default="", help="comma-separated cameras to record, e.g. front,wrist")
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (then +1 each)")
@@ -131,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         data = collect_expert_demos(args.episodes, args.arm, args.layout, cameras, args.image_size,
-                                    args.seed, args.gripper_penalty, args.noise_std, progress=show)
+                                    args.seed, args.gripper_penalty, args.noise_std, progress=show,
+                                    dynamics=args.dynamics)
     except (ValueError, RuntimeError) as error:
         print(f"record_expert_demos: {error}", file=sys.stderr)
         return 1

@@ -396,6 +396,11 @@ def test_demo_file_fills_the_demo_buffer_and_a_wrong_one_is_refused(ros, tmp_pat
             Parameter(k, value=v) for k, v in learner_parameters(
                 tmp_path, demo_file=str(path), state_dim=5,
                 checkpoint_dir=str(tmp_path / "third")).items()])
+    with pytest.raises(ValueError, match="observation dynamics False, parameter observation_dynamics is True"):
+        LearnerNode(context=ros.context, parameter_overrides=[
+            Parameter(k, value=v) for k, v in learner_parameters(
+                tmp_path, demo_file=str(path), observation_layout="relative", observation_dynamics=True,
+                checkpoint_dir=str(tmp_path / "fourth")).items()])
 
 
 # --------------------------------------------------------------------- R5

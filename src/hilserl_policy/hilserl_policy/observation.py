@@ -16,6 +16,18 @@ all build the same vector:
   robot's own state beside camera images, which are then the only way to see
   the cube (what a real robot without object tracking has).
 
+Option ``dynamics=True`` (any layout) appends the joints' motion and load, as
+the HIL-SERL authors recommend for contact-rich tasks: the velocity of every
+joint of ``joint_states`` the layout does not already hold (all arm joints and
+the gripper; the ``"raw"`` layouts hold the arm's, so only the gripper's), then
+the effort of every joint, arm joints and gripper. Efforts are what the motors
+report: in the MuJoCo bridge the force of each joint's actuator (N m, the
+Panda's tendon-driven fingers in the tendon's units); on the real arm the
+driver's ``JointState.effort`` (amperes for XL330 servos, normalised load in
+[-1, 1] for STS3215/XL430). The same policy input thus exists in sim and on the
+real arm; the numbers differ in scale, which ``bounds(effort_limit=...)`` fixes
+per robot.
+
 Units: metres (base frame), radians, rad/s; gripper opening 0 = closed, 1 = open.
 """
 
@@ -54,8 +66,9 @@ class ObservationLayout:
     """
 
     name: str = DEFAULT_LAYOUT
-    num_joints: int = 7  # arm joints (gripper excluded); used by the "raw" parts only
+    num_joints: int = 7  # arm joints (gripper excluded); used by the "raw" and dynamics parts only
     relative_scale: float = DEFAULT_RELATIVE_SCALE  # multiplier of (cube - end effector)
+    dynamics: bool = False  # append joint velocities and efforts (arm joints and gripper), last
 
     def __post_init__(self) -> None:
         if self.name not in LAYOUT_NAMES:
@@ -64,6 +77,8 @@ class ObservationLayout:
             raise ValueError(f"ObservationLayout.num_joints: must be an int >= 1, got {self.num_joints!r}")
         if not (np.isfinite(self.relative_scale) and self.relative_scale > 0):
             raise ValueError(f"ObservationLayout.relative_scale: must be > 0, got {self.relative_scale!r}")
+        if not isinstance(self.dynamics, (bool, np.bool_)):
+            raise ValueError(f"ObservationLayout.dynamics: must be a bool, got {self.dynamics!r}")
 
     @property
     def uses_joints(self) -> bool:
@@ -90,46 +105,70 @@ class ObservationLayout:
             out += [f"cube_{a}" for a in _XYZ]
         if self.uses_relative:
             out += [f"rel_{a}" for a in _XYZ]
+        if self.dynamics:
+            joints = [f"joint{i}" for i in range(self.num_joints)]
+            if not self.uses_joints:  # the "raw" layouts already hold the arm's velocities
+                out += [f"{j}_vel" for j in joints]
+            out.append("gripper_vel")
+            out += [f"{j}_effort" for j in joints] + ["gripper_effort"]
         return tuple(out)
 
     @property
     def dim(self) -> int:
         return len(self.names)
 
+    def _joints(self, label: str, value, count: int) -> np.ndarray:
+        """The first ``count`` entries of a joint array, or a ValueError naming it."""
+        array = _vector(label, value, None)
+        if array.shape[0] < count:
+            raise ValueError(f"{label} must have at least {count} entries, got {array.shape[0]}")
+        return array[:count]
+
     def build(self, *, gripper_opening: float, ee_position: Sequence[float],
               cube_position: Sequence[float] | None = None, joint_positions: Sequence[float] | None = None,
-              joint_velocities: Sequence[float] | None = None) -> np.ndarray:
+              joint_velocities: Sequence[float] | None = None,
+              joint_efforts: Sequence[float] | None = None) -> np.ndarray:
         """The float32 state vector (``dim``,) in the order of ``names``.
 
-        Joint arrays may be longer than ``num_joints`` (e.g. a JointState with
-        the gripper joint last): the first ``num_joints`` entries are used.
-        They are ignored by ``"relative"``; ``cube_position`` is ignored by ``"proprio"``.
+        Joint arrays are in ``joint_states`` order: the ``num_joints`` arm
+        joints, then the gripper joint. They may be longer (the first
+        ``num_joints`` entries are used, or ``num_joints + 1`` with ``dynamics``,
+        whose velocities and efforts include the gripper's). They are ignored
+        by ``"relative"`` and ``"proprio"`` without ``dynamics``;
+        ``cube_position`` is ignored by ``"proprio"``.
         """
         ee = _vector("ee_position", ee_position, 3)
         cube = _vector("cube_position", cube_position, 3) if self.uses_cube else None
         gripper = _vector("gripper_opening", gripper_opening, 1)
         parts = []
         if self.uses_joints:
-            for label, joints in (("joint_positions", joint_positions),
-                                  ("joint_velocities", joint_velocities)):
-                array = _vector(label, joints, None)
-                if array.shape[0] < self.num_joints:
-                    raise ValueError(f"{label} must have at least {self.num_joints} entries, "
-                                     f"got {array.shape[0]}")
-                parts.append(array[:self.num_joints])
+            parts.append(self._joints("joint_positions", joint_positions, self.num_joints))
+            parts.append(self._joints("joint_velocities", joint_velocities, self.num_joints))
         parts += [gripper, ee] + ([cube] if self.uses_cube else [])
         if self.uses_relative:
             parts.append(self.relative_scale * (cube - ee))
+        if self.dynamics:
+            velocities = self._joints("joint_velocities", joint_velocities, self.num_joints + 1)
+            parts.append(velocities[self.num_joints:] if self.uses_joints else velocities)
+            parts.append(self._joints("joint_efforts", joint_efforts, self.num_joints + 1))
         return np.concatenate(parts).astype(np.float32)
 
     def bounds(self, position_low: Sequence[float], position_high: Sequence[float],
                joint_low: Sequence[float] | None = None, joint_high: Sequence[float] | None = None,
-               joint_velocity_limit: float = 2.0) -> tuple[tuple[float, ...], tuple[float, ...]]:
+               joint_velocity_limit: float = 2.0, effort_limit: float | Sequence[float] | None = None,
+               ) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Fixed (low, high) per element from the workspace box (and joint ranges).
 
         ``position_low/high``: the end-effector bounds box (also bounds the cube
         while held; a cube pushed outside it is merely outside [-1, 1]).
+        ``joint_velocity_limit`` (rad/s) bounds every joint velocity.
+        ``effort_limit`` (required by ``dynamics``): one number for every joint or
+        one per joint of ``joint_states`` (arm joints, then the gripper), in the
+        units of ``JointState.effort``: the actuators' force range in sim (N m),
+        the servo's current (A) or normalised load (1.0) on the real arm.
         """
+        if not (np.isfinite(joint_velocity_limit) and joint_velocity_limit > 0):
+            raise ValueError(f"joint_velocity_limit must be > 0, got {joint_velocity_limit!r}")
         low3 = _vector("position_low", position_low, 3)
         high3 = _vector("position_high", position_high, 3)
         low: list[float] = []
@@ -151,9 +190,32 @@ class ObservationLayout:
             span = self.relative_scale * (high3 - cube_low)
             low += list(-span)
             high += list(span)
+        if self.dynamics:
+            velocities = 1 if self.uses_joints else self.num_joints + 1
+            low += [-joint_velocity_limit] * velocities
+            high += [joint_velocity_limit] * velocities
+            efforts = self._effort_limits(effort_limit)
+            low += list(-efforts)
+            high += list(efforts)
         if len(low) != self.dim:
             raise ValueError(f"joint_low/joint_high must have at least {self.num_joints} entries")
         return tuple(float(v) for v in low), tuple(float(v) for v in high)
+
+
+    def _effort_limits(self, effort_limit) -> np.ndarray:
+        """``effort_limit`` as one positive limit per joint (arm joints, then the gripper)."""
+        if effort_limit is None:
+            raise ValueError("effort_limit is required by the bounds of a layout with dynamics")
+        count = self.num_joints + 1
+        limits = _vector("effort_limit", effort_limit, None)
+        if limits.shape[0] == 1:
+            limits = np.repeat(limits, count)
+        if limits.shape[0] != count:
+            raise ValueError(f"effort_limit must be one number or {count} (arm joints, then the "
+                             f"gripper), got {limits.shape[0]}")
+        if np.any(limits <= 0):
+            raise ValueError(f"effort_limit must be > 0, got {limits.tolist()}")
+        return limits
 
 
 def build_state(layout: str | ObservationLayout, **quantities) -> np.ndarray:
@@ -188,9 +250,31 @@ def state_from_messages(layout: ObservationLayout, gripper: GripperCalibration, 
                         task_state) -> np.ndarray:
     """The layout's state vector from one frame's messages: ``sensor_msgs/JointState``,
     ``PoseStamped`` of the end effector and of the task object (duck-typed: rclpy messages and
-    rosbags' deserialised ones both work). What the actor acts on and what demo bags become."""
+    rosbags' deserialised ones both work). What the actor acts on and what demo bags become.
+
+    ``joint_states`` holds the arm joints first; with ``layout.dynamics`` the gripper's
+    velocity and effort are taken at the gripper joint's name, and a message without
+    velocities or efforts for every joint is a ValueError naming the field."""
     ee, task = ee_pose.pose.position, task_state.pose.position
+    velocities, efforts = joints.velocity, None
+    if layout.dynamics:
+        names = list(joints.name)
+        if gripper.joint not in names:
+            raise ValueError(f"joint_states has no gripper joint {gripper.joint!r} (has {names})")
+        if names.index(gripper.joint) < layout.num_joints:
+            raise ValueError(f"joint_states has the gripper joint {gripper.joint!r} among the first "
+                             f"{layout.num_joints} (the arm joints): {names}")
+        picked = [*range(layout.num_joints), names.index(gripper.joint)]
+        fields = {}
+        for field in ("velocity", "effort"):
+            values = np.asarray(getattr(joints, field), dtype=np.float64).reshape(-1)
+            if values.shape[0] != len(names):
+                raise ValueError(f"joint_states {field} has {values.shape[0]} entries for {len(names)} "
+                                 f"joints; observation dynamics needs the {field} of every joint")
+            fields[field] = values[picked]
+        velocities, efforts = fields["velocity"], fields["effort"]
     return layout.build(gripper_opening=gripper.opening(joints.name, joints.position),
                         ee_position=[ee.x, ee.y, ee.z], cube_position=[task.x, task.y, task.z],
-                        joint_positions=joints.position, joint_velocities=joints.velocity)
+                        joint_positions=joints.position, joint_velocities=velocities,
+                        joint_efforts=efforts)
 

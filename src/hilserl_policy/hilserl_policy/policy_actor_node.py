@@ -142,6 +142,9 @@ PARAMETERS = {
                                               "must match the learner's. 'state': the driver's state "
                                               "vector as published in joint_states positions (a hosted "
                                               "gymnasium task), no gripper.")),
+    "observation_dynamics": (False, _fixed("Append every joint's velocity and effort (arm joints, then the "
+                                           "gripper; joint_states velocity and effort) to the layout's "
+                                           "state; must match the learner's. Not with 'state'.")),
     "num_joints": (7, _fixed("Arm joints (gripper excluded) in joint_states, first in order.",
                              integer_range=_int_range(1, 32))),
     "gripper_joint": ("right_driver_joint", _fixed("Name of the gripper joint in joint_states.")),
@@ -186,6 +189,9 @@ class PolicyActorNode(Node):
             raise ValueError(f"observation_layout must be one of {ACTOR_LAYOUTS}, got {p['observation_layout']!r}")
         if p["gripper_closed_position"] == p["gripper_open_position"]:
             raise ValueError("gripper_closed_position and gripper_open_position must differ")
+        if p["observation_dynamics"] and p["observation_layout"] == VECTOR_LAYOUT:
+            raise ValueError(f"observation_dynamics needs a layout of {LAYOUT_NAMES}, not "
+                             f"{VECTOR_LAYOUT!r} (the driver's vector is taken as it is)")
         self.p = p
         self.gripper = GripperCalibration(p["gripper_joint"], p["gripper_closed_position"],
                                           p["gripper_open_position"])
@@ -195,8 +201,8 @@ class PolicyActorNode(Node):
         # every new transition.
         self.stream_id = f"{p['actor_id']}-{secrets.token_hex(4)}"
         self.vector_state = p["observation_layout"] == VECTOR_LAYOUT
-        self.layout = None if self.vector_state else ObservationLayout(p["observation_layout"],
-                                                                       num_joints=p["num_joints"])
+        self.layout = None if self.vector_state else ObservationLayout(
+            p["observation_layout"], num_joints=p["num_joints"], dynamics=p["observation_dynamics"])
         self.tracker = EpisodeTracker(max_steps=p["max_episode_steps"])
         self.queue = ResendQueue(p["max_unacked"], p["resend_after_s"])
         self.assembler = FrameAssembler(("joints",) if self.vector_state else ("joints", "ee", "task"))
@@ -248,8 +254,9 @@ class PolicyActorNode(Node):
         self.add_post_set_parameters_callback(self._on_parameters_set)
         shape = "the driver's state vector" if self.vector_state else f"{self.layout.dim} values"
         waiting = "the driver" if self.recording else "weights and the driver"
-        self.get_logger().info(f"actor {self.stream_id} in {p['mode']} mode, layout {p['observation_layout']} "
-                               f"({shape}), waiting for {waiting}")
+        dynamics = "+dynamics" if p["observation_dynamics"] else ""
+        self.get_logger().info(f"actor {self.stream_id} in {p['mode']} mode, layout {p['observation_layout']}"
+                               f"{dynamics} ({shape}), waiting for {waiting}")
 
     # ------------------------------------------------------------ parameters
     def _on_parameters_set(self, parameters) -> None:

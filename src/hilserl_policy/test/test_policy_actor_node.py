@@ -64,3 +64,30 @@ def test_a_reset_whose_frame_never_arrives_is_retried(ros):
     ends = [s for s in driver.statuses if s.end_reason != EpisodeStatus.END_RUNNING]
     assert [(s.end_reason, s.step) for s in ends] == [(EpisodeStatus.END_ABORTED, 0)]
     assert "no first frame" in ends[0].detail
+
+
+def test_observation_dynamics_reads_velocity_and_effort_from_joint_states(ros):
+    import numpy as np
+
+    from hilserl_policy.observation import ObservationLayout
+
+    actor = ros.add(PolicyActorNode(context=ros.context, parameter_overrides=[
+        Parameter("observation_dynamics", value=True), Parameter("observation_layout", value="relative")]))
+    assert actor.layout == ObservationLayout("relative", num_joints=7, dynamics=True) and actor.layout.dim == 26
+    assert actor.get_parameter("observation_dynamics").value is True
+    assert actor.describe_parameters(["observation_dynamics"])[0].read_only
+    names = [f"joint{i}" for i in range(1, 8)] + ["right_driver_joint"]
+    joints = JointState(name=names, position=[0.0] * 7 + [0.4], velocity=[0.1 * i for i in range(8)],
+                        effort=[-1.0 * i for i in range(8)])
+    ee, cube = PoseStamped(), PoseStamped()
+    ee.pose.position.x, ee.pose.position.z = 0.5, 0.2
+    cube.pose.position.x, cube.pose.position.z = 0.5, 0.02
+    state = actor.observation({"joints": joints, "ee": ee, "task": cube})
+    np.testing.assert_allclose(state[:10], [0.5, 0.5, 0.0, 0.2, 0.5, 0.0, 0.02, 0.0, 0.0, -1.8], atol=1e-6)
+    np.testing.assert_allclose(state[10:], [0.1 * i for i in range(8)] + [-1.0 * i for i in range(8)], atol=1e-6)
+    joints.effort = []  # a driver that reports no efforts
+    with pytest.raises(ValueError, match="effort"):
+        actor.observation({"joints": joints, "ee": ee, "task": cube})
+    with pytest.raises(ValueError, match="observation_dynamics"):
+        PolicyActorNode(context=ros.context, parameter_overrides=[
+            Parameter("observation_dynamics", value=True), Parameter("observation_layout", value="state")])

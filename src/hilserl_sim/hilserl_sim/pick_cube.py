@@ -126,6 +126,9 @@ class SimState(NamedTuple):
     joint_positions: np.ndarray
     joint_velocities: np.ndarray
     joint_efforts: np.ndarray
+    """Force of each joint's actuator (``MjData.actuator_force``; N m for the joint servos,
+    the tendon's force for the Panda's fingers). Gravity on the arm's own links is compensated
+    passively (``gravcomp``), so it does not load the actuators; a held cube does."""
     ee_position: np.ndarray
     ee_quaternion: np.ndarray
     gripper_opening: float
@@ -184,6 +187,10 @@ class PickCubeSim:
                 act_by_joint[int(m.actuator_trnid[a, 0])] = a
         self._arm_act = np.array([act_by_joint[j] for j in joint_ids[: self._n_arm]])
         self._gripper_act = m.actuator(ARM_PREFIX + arm.gripper_actuator).id
+        # What a motor reports as its effort: the force of the actuator driving each joint of
+        # joint_states (not the generalised force at the joint: the Panda's fingers are driven
+        # through a tendon that splits the actuator's force between two joints).
+        self._joint_act = np.append(self._arm_act, self._gripper_act)
         self._ee_site = m.site(ARM_PREFIX + arm.ee_site).id
         mount = m.site("arm_mount").id
         cube_joint = m.joint("cube").id
@@ -343,6 +350,15 @@ class PickCubeSim:
         span = self.arm.gripper_joint_open - self.arm.gripper_joint_closed
         return float(np.clip((q - self.arm.gripper_joint_closed) / span, 0.0, 1.0))
 
+    def effort_limits(self) -> np.ndarray:
+        """Per joint of ``joint_names``: the largest force its actuator exerts (``forcerange``),
+        the scale of ``SimState.joint_efforts`` (``ObservationLayout.bounds(effort_limit=...)``)."""
+        limits = np.abs(self.model.actuator_forcerange[self._joint_act]).max(axis=1)
+        if not np.all(self.model.actuator_forcelimited[self._joint_act]) or np.any(limits <= 0):
+            raise ValueError(f"the {self.arm.name} scene has actuators without a force range: "
+                             f"{[self.model.actuator(a).name for a in self._joint_act]}")
+        return limits
+
     def is_success(self) -> bool:
         """Cube raised ``lift_height`` above its resting height and still at the end effector."""
         cube = self.cube_position()
@@ -360,7 +376,7 @@ class PickCubeSim:
             joint_names=self.joint_names,
             joint_positions=d.qpos[self._qpos_adr].copy(),
             joint_velocities=d.qvel[self._dof_adr].copy(),
-            joint_efforts=d.qfrc_actuator[self._dof_adr].copy(),
+            joint_efforts=d.actuator_force[self._joint_act].copy(),
             ee_position=self.ee_position(),
             ee_quaternion=matrix_to_quat(ee_rot),
             gripper_opening=self.gripper_opening(),

@@ -11,7 +11,9 @@ Observation (``Dict``): ``{"state": float32 vector}`` built by an
 (``image_height`` x ``image_width`` x 3 of the ``PickCubeConfig``, square) per
 name in ``cameras`` (e.g. ``("front", "wrist")`` with the ``"proprio"`` layout:
 the cameras are then the only way to see the cube), the dict
-``RLPDAgent.act`` and the replay buffers take as is.
+``RLPDAgent.act`` and the replay buffers take as is. ``dynamics=True`` (or a
+layout with ``dynamics``) appends the joints' velocities and actuator forces,
+the vector the actor builds from the bridge's ``joint_states``.
 
 Reward 1 on success (sparse). ``terminated`` on success, ``truncated`` at the
 time limit (a time-out bootstraps). ``info``: ``success``, ``gripper_penalty``
@@ -49,7 +51,7 @@ def state_vector(layout: ObservationLayout, state: SimState) -> np.ndarray:
     """The layout's state vector from one ``SimState`` (what the bridge publishes)."""
     return layout.build(gripper_opening=state.gripper_opening, ee_position=state.ee_position,
                         cube_position=state.cube_position, joint_positions=state.joint_positions,
-                        joint_velocities=state.joint_velocities)
+                        joint_velocities=state.joint_velocities, joint_efforts=state.joint_efforts)
 
 
 class PickCubeEnv(gymnasium.Env):
@@ -61,7 +63,7 @@ class PickCubeEnv(gymnasium.Env):
                  layout: str | ObservationLayout = DEFAULT_LAYOUT,
                  gripper_penalty: float = DEFAULT_GRIPPER_PENALTY,
                  render_mode: str | None = None, render_camera: str | None = None,
-                 cameras: Sequence[str] = ()):
+                 cameras: Sequence[str] = (), dynamics: bool = False):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         if not (np.isfinite(gripper_penalty) and gripper_penalty <= 0):
@@ -70,7 +72,9 @@ class PickCubeEnv(gymnasium.Env):
         config.validate()
         n_joints = len(config.description.arm_joints)
         if isinstance(layout, str):
-            layout = ObservationLayout(layout, num_joints=n_joints)
+            layout = ObservationLayout(layout, num_joints=n_joints, dynamics=dynamics)
+        elif dynamics and not layout.dynamics:
+            raise ValueError("dynamics=True with a layout without dynamics: give one or the other")
         if layout.num_joints != n_joints:  # checked before the (slow) scene build
             raise ValueError(f"layout.num_joints is {layout.num_joints}, the {config.arm} "
                              f"arm has {n_joints}")
@@ -100,11 +104,13 @@ class PickCubeEnv(gymnasium.Env):
 
     # ------------------------------------------------------------------ spaces
     def state_bounds(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Fixed per-element (low, high) of the state: workspace box and joint ranges."""
+        """Fixed per-element (low, high) of the state: workspace box, joint ranges and
+        (with dynamics) the actuators' force ranges."""
         model = self.sim.model
         ranges = np.array([model.joint(ARM_PREFIX + name).range for name in self.sim.arm.arm_joints])
         limits = self.sim.limits
-        return self.layout.bounds(limits.position_low, limits.position_high, ranges[:, 0], ranges[:, 1])
+        return self.layout.bounds(limits.position_low, limits.position_high, ranges[:, 0], ranges[:, 1],
+                                  effort_limit=self.sim.effort_limits())
 
     def observation_spec(self, state_normalization: str = "none") -> ObservationSpec:
         """The ``ObservationSpec`` of this env (3 deltas, a gripper, the layout's state, cameras)."""

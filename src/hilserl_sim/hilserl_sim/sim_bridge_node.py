@@ -47,6 +47,18 @@ def pose_message(position, quaternion_wxyz, stamp, frame_id: str) -> PoseStamped
     return msg
 
 
+def joint_state_message(frame: Frame, stamp) -> JointState:
+    """``joint_states`` of a frame: arm joints then the gripper; position (rad), velocity
+    (rad/s), effort (the joint's actuator force, N m), as the real arm's driver publishes them."""
+    joints = JointState()
+    joints.header.stamp = stamp
+    joints.name = list(frame.joint_names)
+    joints.position = frame.joint_positions.tolist()
+    joints.velocity = frame.joint_velocities.tolist()
+    joints.effort = frame.joint_efforts.tolist()
+    return joints
+
+
 class SimBridgeNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("sim_bridge", **kwargs)
@@ -143,13 +155,7 @@ class SimBridgeNode(Node):
         stamp = self.get_clock().now().to_msg()
         for name, image in frame.images.items():
             self._image_pubs[name].publish(image_message(image, stamp, f"{name}_camera"))
-        joints = JointState()
-        joints.header.stamp = stamp
-        joints.name = list(frame.joint_names)
-        joints.position = frame.joint_positions.tolist()
-        joints.velocity = frame.joint_velocities.tolist()
-        joints.effort = frame.joint_efforts.tolist()
-        self._joint_pub.publish(joints)
+        self._joint_pub.publish(joint_state_message(frame, stamp))
         if frame.ee_position is not None:
             self._ee_pub.publish(pose_message(frame.ee_position, frame.ee_quaternion, stamp, self.params.frame_id))
         if frame.object_position is not None:

@@ -260,3 +260,43 @@ def test_a_missing_expert_lifts_an_empty_gripper_beside_the_cube(sim):
                 break
         assert closed_high, f"seed {seed}: the empty gripper never rose closed (highest ee z {highest:.3f})"
         assert state.cube_position[2] < cube_start[2] + 0.01  # the cube stays on the table
+
+
+def _joint_actuator_forces(sim):
+    """``MjData.actuator_force`` of the actuator of each joint of ``joint_names``, found afresh
+    from the model: the arm joints' by their joint transmission, the gripper's by name."""
+    import mujoco
+
+    m, arm = sim.model, sim.config.description
+    ids = []
+    for name in arm.arm_joints:
+        joint = m.joint(f"arm/{name}").id
+        ids += [a for a in range(m.nu) if m.actuator_trntype[a] == mujoco.mjtTrn.mjTRN_JOINT
+                and m.actuator_trnid[a, 0] == joint]
+    ids.append(m.actuator(f"arm/{arm.gripper_actuator}").id)
+    assert len(ids) == len(sim.joint_names)
+    return sim.data.actuator_force[ids].copy()
+
+
+def test_joint_efforts_are_the_joint_actuators_forces_and_show_a_held_cube(sim):
+    state = sim.reset(seed=3)
+    np.testing.assert_array_equal(state.joint_efforts, _joint_actuator_forces(sim))
+    _lift_with_expert(sim, seed=3)
+    for _ in range(3):  # hold the cube up, gripper still closed
+        sim.hold()
+    held = sim.state()
+    assert sim.is_success()
+    np.testing.assert_array_equal(held.joint_efforts, _joint_actuator_forces(sim))
+    limits = sim.effort_limits()
+    assert limits.shape == (len(sim.joint_names),)
+    assert np.all(np.abs(held.joint_efforts) <= limits + 1e-9)
+    assert abs(held.joint_efforts[-1]) > 0.5 * limits[-1]  # the gripper squeezes the cube
+    # The links' own weight is compensated passively (gravcomp); the cube's is carried by the
+    # arm's actuators, and it is gone once the cube is dropped.
+    carrying = np.abs(held.joint_efforts[:-1]).max()
+    for _ in range(10):
+        sim.step(np.zeros(6), 1)  # open: the cube falls
+    for _ in range(5):
+        sim.hold()
+    empty = np.abs(sim.state().joint_efforts[:-1]).max()
+    assert carrying > 0.005 and carrying > 5 * empty, (carrying, empty)

@@ -126,3 +126,60 @@ def test_gymnasium_registration():
     made = gymnasium.make(ENV_ID, layout="raw+relative", disable_env_checker=True)
     assert made.observation_space["state"].shape == (24,)
     made.close()
+
+
+@pytest.mark.parametrize("arm", ["panda", "so101"])
+def test_dynamics_state_equals_the_one_the_actor_builds_from_the_bridge_messages(arm):
+    """Same seed and commands in the in-process env and the bridge's environment: the env's
+    state equals what the actor builds from the bridge's joint_states / ee_pose / task_state
+    messages (made by the bridge node's own functions), for every layout with dynamics."""
+    pytest.importorskip("rclpy")
+    pytest.importorskip("hilserl_msgs")
+    from builtin_interfaces.msg import Time
+
+    from hilserl_policy.networks import gripper_index_to_command
+    from hilserl_policy.observation import LAYOUT_NAMES, GripperCalibration, ObservationLayout, state_from_messages
+    from hilserl_sim.frame import PickCubeBridge
+    from hilserl_sim.pick_cube_env import state_vector
+    from hilserl_sim.sim_bridge_node import joint_state_message, pose_message
+
+    config = PickCubeConfig(arm=arm, max_episode_steps=60)
+    env = PickCubeEnv(config, dynamics=True)
+    bridge = PickCubeBridge(config, cameras=())
+    try:
+        n = len(config.description.arm_joints)
+        assert env.layout == ObservationLayout("relative", num_joints=n, dynamics=True)
+        assert env.observation_space["state"].shape == (10 + 2 * (n + 1),)
+        description = config.description
+        gripper = GripperCalibration(description.gripper_joint, description.gripper_joint_closed,
+                                     description.gripper_joint_open)
+        layouts = [ObservationLayout(name, num_joints=n, dynamics=True) for name in LAYOUT_NAMES]
+        expert = ScriptedExpert(EXPERT_DEFAULTS[arm])
+        expert.reset(7)
+        obs, info = env.reset(seed=7)
+        frame = bridge.reset(seed=7)
+        closed_frames = 0
+        for _ in range(40):
+            joints = joint_state_message(frame, Time())
+            ee = pose_message(frame.ee_position, frame.ee_quaternion, Time(), "base")
+            task = pose_message(frame.object_position, frame.object_quaternion, Time(), "base")
+            np.testing.assert_array_equal(obs["state"], state_from_messages(env.layout, gripper, joints, ee, task))
+            for layout in layouts:
+                np.testing.assert_array_equal(state_vector(layout, info["sim_state"]),
+                                              state_from_messages(layout, gripper, joints, ee, task))
+            closed_frames += info["sim_state"].gripper_opening < 0.5
+            state = info["sim_state"]
+            deltas, command = expert.act(state.ee_position, state.cube_position, state.gripper_opening)
+            index = command + 1  # scene command -1/0/1 -> grasp-critic index 0/1/2
+            obs, _, terminated, _, info = env.step({"deltas": deltas[:3], "gripper": index})
+            frame = bridge.step(np.concatenate([deltas[:3], np.zeros(3)]), gripper_index_to_command(index))
+            if terminated:
+                break
+        assert closed_frames > 0  # the comparison covered frames with the cube gripped
+        efforts = obs["state"][-(n + 1):]
+        assert abs(efforts[-1]) > 0.5 * env.sim.effort_limits()[-1]  # gripper effort while holding
+        low, high = env.state_bounds()
+        assert len(low) == env.layout.dim and high[-1] == env.sim.effort_limits()[-1]
+    finally:
+        env.close()
+        bridge.close()
