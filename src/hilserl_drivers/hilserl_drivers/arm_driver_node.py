@@ -44,13 +44,12 @@ from hilserl_msgs.srv import ResetEpisode
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.task import Future
 from sensor_msgs.msg import JointState
 
 from hilserl_drivers.arms import ARMS, arm_spec
 from hilserl_drivers.motor_bus import ArmCalibration, CalibrationError, MotorBusError, make_bus
-from hilserl_drivers.node_main import declare_parameters, run_node
-from hilserl_drivers.real_arm import STOP_MODES, RealArm
+from hilserl_drivers.node_main import declare_parameters, run_node, stop_requested
+from hilserl_drivers.real_arm import STOP_MODES, TORQUE_TRIES, RealArm
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 FRAMES = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)  # as the sim bridge's frame topics
@@ -133,7 +132,6 @@ class ArmDriverNode(LifecycleNode):
         self._command_time = 0.0
         self._reward: Reward | None = None
         self._reward_time = 0.0
-        self._reset: tuple[Future, float] | None = None
         self.episode_id = 0
         self.counters = {"ticks": 0, "frames": 0, "overruns": 0, "stale": 0, "commands": 0, "held": 0,
                          "rejected": 0}
@@ -153,7 +151,7 @@ class ArmDriverNode(LifecycleNode):
         for name, trigger in (("configure", self.trigger_configure), ("activate", self.trigger_activate)):
             result = trigger()
             if result != TransitionCallbackReturn.SUCCESS:
-                raise DriverStartError(f"autostart: {name} failed (see the error above); no motor was enabled")
+                raise DriverStartError(f"autostart: {name} failed (see the error above); the motors were left torque-off")
 
     # ------------------------------------------------------------- lifecycle
     def on_configure(self, state: State) -> TransitionCallbackReturn:
@@ -180,7 +178,7 @@ class ArmDriverNode(LifecycleNode):
         try:
             self.arm.read(deadline_s=self.period)
             self.arm.hold_here()
-            self.arm.bus.set_torque(True)
+            self.arm.bus.set_torque(True, tries=TORQUE_TRIES)
         except (MotorBusError, OSError) as exc:
             self.get_logger().error(f"activate: {exc}; stopping")
             self._stop()
@@ -195,7 +193,7 @@ class ArmDriverNode(LifecycleNode):
         if self.arm is not None and self.arm.bus.connected:
             try:
                 if self.p["on_stop"] == "torque_off":
-                    self.arm.bus.set_torque(False)
+                    self.arm.bus.set_torque(False, tries=TORQUE_TRIES)
             except MotorBusError as exc:
                 self.get_logger().error(f"deactivate: {exc}")
             self.arm.homed = False
@@ -230,9 +228,6 @@ class ArmDriverNode(LifecycleNode):
             self.get_logger().error(f"stop ({what}): " + "; ".join(problems))
         else:
             self.get_logger().info(f"stopped: {what} on every motor, port closed")
-        if self._reset is not None:
-            self._reset[0].set_result(False)
-            self._reset = None
 
     # ----------------------------------------------------------------- inputs
     def _on_command(self, msg: Action) -> None:
@@ -241,20 +236,28 @@ class ArmDriverNode(LifecycleNode):
     def _on_reward(self, msg: Reward) -> None:
         self._reward, self._reward_time = msg, time.monotonic()
 
-    async def _on_reset(self, request: ResetEpisode.Request, response: ResetEpisode.Response):
+    def _on_reset(self, request: ResetEpisode.Request, response: ResetEpisode.Response):
+        """Home the arm, one tick per control period (frames keep flowing), then answer. The
+        ticks run in this callback: a pending coroutine would starve the executor's timers."""
         if self._timer is None:
             response.success, response.message = False, "the arm driver is not active"
             return response
-        if self._reset is not None:
-            self._reset[0].set_result(False)  # a newer request replaces it
-        future = Future()
-        self._reset = (future, time.monotonic())
         self.arm.homed = False
-        homed = await future
-        if not homed:
-            response.success = False
-            response.message = "reset did not reach the home pose (see the driver's log)"
-            return response
+        start = next_tick = time.monotonic()
+        while True:
+            if stop_requested():
+                response.success, response.message = False, "the driver is stopping"
+                return response
+            if self._tick(self.arm.home_step):
+                break
+            if time.monotonic() - start > self.p["reset_timeout_s"]:
+                self.get_logger().error(f"reset: home not reached within {self.p['reset_timeout_s']} s; joints "
+                                        f"at {np.round(self.arm.last.position, 3).tolist()}")
+                response.success, response.message = False, "reset did not reach the home pose in time"
+                return response
+            next_tick += self.period
+            time.sleep(max(0.0, next_tick - time.monotonic()))
+        self._command = None  # a command sent before the reset is not executed after it
         self.episode_id += 1
         response.success = True
         response.message = f"episode {self.episode_id} at the home pose"
@@ -264,14 +267,16 @@ class ArmDriverNode(LifecycleNode):
 
     # ------------------------------------------------------------------- tick
     def _on_tick(self) -> None:
+        self._tick(self._command_tick)
+
+    def _tick(self, act) -> object:
+        """One control tick: read, ``act()``, publish the frame; returns what ``act`` returned.
+        A bus failure stops every motor (R4) and ends the process, naming the motor."""
         start = time.monotonic()
         self.counters["ticks"] += 1
         try:
             reading = self.arm.read(deadline_s=0.5 * self.period)
-            if self._reset is not None:
-                self._home_tick(start)
-            else:
-                self._command_tick(start)
+            result = act()
         except MotorBusError as exc:
             self.get_logger().error(f"servo bus failed: {exc}")
             self._stop()
@@ -284,21 +289,11 @@ class ArmDriverNode(LifecycleNode):
         if time.monotonic() - start > self.period:
             self.counters["overruns"] += 1
         self._report(start)
+        return result
 
-    def _home_tick(self, now: float) -> None:
-        future, since = self._reset
-        if self.arm.home_step():
-            self._reset = None
-            future.set_result(True)
-        elif now - since > self.p["reset_timeout_s"]:
-            self.get_logger().error(f"reset: home not reached within {self.p['reset_timeout_s']} s; joints at "
-                                    f"{np.round(self.arm.last.position, 3).tolist()}")
-            self._reset = None
-            future.set_result(False)
-
-    def _command_tick(self, now: float) -> None:
+    def _command_tick(self) -> None:
         command, self._command = self._command, None  # a delta is executed once
-        if command is None or now - self._command_time > self.p["command_timeout"]:
+        if command is None or time.monotonic() - self._command_time > self.p["command_timeout"]:
             self.counters["held"] += 1
             return
         lin, ang = command.linear, command.angular

@@ -484,12 +484,16 @@ class MotorBus(abc.ABC):
                                 f"to motors {list(self.ids)} failed: {why}")
         return ticks
 
-    def set_torque(self, enabled: bool) -> None:
-        """Torque Enable on every motor; tries all, then raises naming the motors that failed."""
+    def set_torque(self, enabled: bool, tries: int = 1) -> None:
+        """Torque Enable on every motor, each write tried up to ``tries`` times (a write with a
+        status packet is repeated safely); tries all motors, then raises naming those that failed."""
         self._require_connected()
         failed = []
         for motor_id in self.ids:
-            why = self._write_byte(motor_id, self._torque_address, int(bool(enabled)))
+            for _ in range(max(1, int(tries))):
+                why = self._write_byte(motor_id, self._torque_address, int(bool(enabled)))
+                if not why:
+                    break
             if why:
                 failed.append(f"{self._label(motor_id)}: {why}")
         if failed:

@@ -34,6 +34,12 @@ def _interrupt(signum, frame) -> None:
     _stop["requested"] = True
 
 
+def stop_requested() -> bool:
+    """True once SIGINT or SIGTERM has arrived: a callback that loops (a driver homing the arm)
+    checks it to end early, since the spin loop sees the flag only when the callback returns."""
+    return _stop["requested"]
+
+
 def run_node(make_node: Callable[[], Node], args=None, wake_s: float = 0.1, drain_s: float = 0.0) -> None:
     """Init rclpy, build the node, spin until SIGINT/SIGTERM, then destroy it and shut down.
     ``drain_s``: after the signal, go on taking what already arrived for this long (a recorder:

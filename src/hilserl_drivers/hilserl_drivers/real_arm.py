@@ -46,6 +46,9 @@ from hilserl_drivers.ee_control import (
 from hilserl_drivers.motor_bus import ArmCalibration, CalibrationError, MotorBus, MotorBusError
 
 STOP_MODES = ("torque_off", "hold")
+TORQUE_TRIES = 2
+"""Torque Enable writes per motor at most (a lost status packet is not a failed motor); with a
+motor gone, the stop waits 2 x the packet timeout for it before the port closes."""
 
 
 class ArmReading(NamedTuple):
@@ -185,7 +188,7 @@ class RealArm:
                     problems.append(f"hold: {exc}")
             else:
                 try:
-                    self.bus.set_torque(False)
+                    self.bus.set_torque(False, tries=TORQUE_TRIES)
                 except (MotorBusError, OSError) as exc:
                     problems.append(str(exc))
         try:

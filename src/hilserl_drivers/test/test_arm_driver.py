@@ -226,3 +226,96 @@ def test_a_wrong_servo_model_is_refused_at_configure_naming_the_motor(ros_domain
             assert torques(emulator, ids) == [0] * 6  # nothing enabled
         finally:
             stop(proc)
+
+
+def test_the_driver_serves_the_bridges_topics_reset_and_commands(ros, tmp_path):
+    from geometry_msgs.msg import PoseStamped
+    from hilserl_msgs.msg import Action, Reward, Topics
+    from hilserl_msgs.srv import ResetEpisode
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import JointState
+
+    spec, emulator_cls = EMULATORS["so101"]
+    reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    with emulator_cls(spec.ids, spec.model, speed=SPEED) as emulator:
+        # the emulator shares this process (and its GIL) with the test's executor: allow it 0.1 s
+        proc, out = start_driver(ros.domain_id, emulator, tmp_path, "so101", "-p", "packet_timeout_s:=0.1")
+        try:
+            node = ros.node("driver_client")
+            frames: dict[int, dict] = {}
+
+            def keep(part):
+                def on(msg):
+                    stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+                    frames.setdefault(stamp, {})[part] = msg
+                return on
+
+            node.create_subscription(JointState, Topics.JOINT_STATES, keep("joints"), reliable)
+            node.create_subscription(PoseStamped, Topics.EE_POSE, keep("ee"), reliable)
+            node.create_subscription(Reward, Topics.REWARD, keep("reward"), reliable)
+            commands = node.create_publisher(Action, Topics.COMMAND, 10)
+            reset = node.create_client(ResetEpisode, Topics.RESET_EPISODE)
+            assert wait_for(lambda: out.find("active: torque on") and reset.service_is_ready(), 30.0), out.tail()
+            future = reset.call_async(ResetEpisode.Request())
+            assert wait_for(future.done, 20.0), out.tail()
+            assert future.result().success, future.result().message
+            assert future.result().episode_id == 1
+            complete = [f for f in frames.values() if len(f) == 3]
+            assert len(complete) >= 5  # every frame: joint_states, ee_pose and reward with one stamp
+            last = max((s for s, f in frames.items() if len(f) == 3))
+            joints = frames[last]["joints"]
+            assert list(joints.name) == list(spec.joints)
+            assert len(joints.velocity) == 6 and len(joints.effort) == 6
+            assert frames[last]["reward"].reward == 0.0 and not frames[last]["reward"].success
+            start_x = frames[last]["ee"].pose.position.x
+            for _ in range(15):  # +x at full speed: 15 mm per tick
+                commands.publish(Action(linear=Action().linear.__class__(x=1.0), gripper=0))
+                time.sleep(0.1)
+            time.sleep(0.5)
+            last = max((s for s, f in frames.items() if len(f) == 3))
+            moved = frames[last]["ee"].pose.position.x - start_x
+            assert 0.04 < moved <= spec.limits.position_high[0] - start_x + 0.005, moved
+            assert wait_for(lambda: out.find(r"\d+ commands"), 5.0)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=10.0) == 0, out.tail()
+            stop(proc)
+        assert torques(emulator, spec.ids) == [0] * 6
+
+
+def test_lifecycle_transitions_enable_and_disable_torque(ros, tmp_path):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    spec, emulator_cls = EMULATORS["koch"]
+    with emulator_cls(spec.ids, spec.model, speed=SPEED) as emulator:
+        proc, out = start_driver(ros.domain_id, emulator, tmp_path, "koch", "-p", "autostart:=false",
+                                 "-p", "packet_timeout_s:=0.1")
+        try:
+            node = ros.node("lifecycle_client")
+            client = node.create_client(ChangeState, "/arm_driver/change_state")
+            assert wait_for(client.service_is_ready, 30.0), out.tail()
+
+            def transition(tid: int) -> bool:
+                future = client.call_async(ChangeState.Request(transition=Transition(id=tid)))
+                assert wait_for(future.done, 10.0)
+                return future.result().success
+
+            assert torques(emulator, spec.ids) == [0] * 6
+            assert transition(Transition.TRANSITION_CONFIGURE)
+            assert torques(emulator, spec.ids) == [0] * 6  # configured: pinged, nothing enabled
+            assert transition(Transition.TRANSITION_ACTIVATE)
+            assert torques(emulator, spec.ids) == [1] * 6
+            assert transition(Transition.TRANSITION_DEACTIVATE)
+            assert torques(emulator, spec.ids) == [0] * 6
+            assert transition(Transition.TRANSITION_ACTIVATE)
+            assert torques(emulator, spec.ids) == [1] * 6
+            assert transition(Transition.TRANSITION_DEACTIVATE)
+            assert transition(Transition.TRANSITION_CLEANUP)
+            assert out.find("stopped: torque off on every motor, port closed"), out.tail()
+            assert transition(Transition.TRANSITION_CONFIGURE)  # the port opens again
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10.0) == 0, out.tail()
+            stop(proc)
+        assert torques(emulator, spec.ids) == [0] * 6

@@ -247,7 +247,7 @@ class GripperCalibration:
 
 
 def state_from_messages(layout: ObservationLayout, gripper: GripperCalibration, joints, ee_pose,
-                        task_state) -> np.ndarray:
+                        task_state=None) -> np.ndarray:
     """The layout's state vector from one frame's messages: ``sensor_msgs/JointState``,
     ``PoseStamped`` of the end effector and of the task object (duck-typed: rclpy messages and
     rosbags' deserialised ones both work). What the actor acts on and what demo bags become.
@@ -255,7 +255,13 @@ def state_from_messages(layout: ObservationLayout, gripper: GripperCalibration, 
     ``joint_states`` holds the arm joints first; with ``layout.dynamics`` the gripper's
     velocity and effort are taken at the gripper joint's name, and a message without
     velocities or efforts for every joint is a ValueError naming the field."""
-    ee, task = ee_pose.pose.position, task_state.pose.position
+    ee = ee_pose.pose.position
+    cube = None
+    if layout.uses_cube:
+        if task_state is None:
+            raise ValueError(f"layout {layout.name!r} needs the task state (hilserl/task_state), and there is none")
+        task = task_state.pose.position
+        cube = [task.x, task.y, task.z]
     velocities, efforts = joints.velocity, None
     if layout.dynamics:
         names = list(joints.name)
@@ -274,7 +280,7 @@ def state_from_messages(layout: ObservationLayout, gripper: GripperCalibration, 
             fields[field] = values[picked]
         velocities, efforts = fields["velocity"], fields["effort"]
     return layout.build(gripper_opening=gripper.opening(joints.name, joints.position),
-                        ee_position=[ee.x, ee.y, ee.z], cube_position=[task.x, task.y, task.z],
+                        ee_position=[ee.x, ee.y, ee.z], cube_position=cube,
                         joint_positions=joints.position, joint_velocities=velocities,
                         joint_efforts=efforts)
 

@@ -205,7 +205,10 @@ class PolicyActorNode(Node):
             p["observation_layout"], num_joints=p["num_joints"], dynamics=p["observation_dynamics"])
         self.tracker = EpisodeTracker(max_steps=p["max_episode_steps"])
         self.queue = ResendQueue(p["max_unacked"], p["resend_after_s"])
-        self.assembler = FrameAssembler(("joints",) if self.vector_state else ("joints", "ee", "task"))
+        # A frame is complete with what the layout reads: no task_state without a cube in the
+        # state (a real arm has no object tracking; "proprio" with cameras needs none).
+        parts = ("joints",) if self.vector_state else ("joints", "ee") + (("task",) if self.layout.uses_cube else ())
+        self.assembler = FrameAssembler(parts)
         self.policy: InferencePolicy | None = None
         self.evaluating = p["mode"] == "eval"
         self.recording = p["mode"] == "record"
@@ -288,7 +291,7 @@ class PolicyActorNode(Node):
     def observation(self, frame) -> np.ndarray:
         if self.vector_state:
             return np.asarray(frame["joints"].position, dtype=np.float32)
-        return state_from_messages(self.layout, self.gripper, frame["joints"], frame["ee"], frame["task"])
+        return state_from_messages(self.layout, self.gripper, frame["joints"], frame["ee"], frame.get("task"))
 
     def _on_frame(self, frame) -> None:
         if self.state == "resetting":
