@@ -6,6 +6,7 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(exclude=["test"]),
+    package_data={package_name: ["models/*.xml"]},  # the Koch-style kinematic model (hilserl_drivers.arms)
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
@@ -21,6 +22,8 @@ setup(
             "safety_limiter = hilserl_drivers.safety_limiter_node:main",
             "camera = hilserl_drivers.camera_node:main",
             "camera_preprocess = hilserl_drivers.camera_preprocess_node:main",
+            "arm_driver = hilserl_drivers.arm_driver_node:main",
+            "calibrate_arm = hilserl_drivers.calibrate:main",
         ],
     },
 )

@@ -379,9 +379,24 @@ class MotorBus(abc.ABC):
         if self._connected:
             return
         self._open()
+        try:
+            problems = self._check_motors()
+        except BaseException:  # Ctrl-C or an SDK error mid-ping: the port does not stay open
+            self._close_port()
+            raise
+        if problems:
+            self._close_port()
+            raise MotorBusError(f"{type(self).__name__} on {self.port_name}: " + "; ".join(problems))
+        self._connected = True
+
+    def _check_motors(self) -> list[str]:
+        """Ping every motor (twice before calling it missing: a lost status packet is not a lost
+        motor) and compare its model number; the problems found, each naming the motor."""
         problems = []
         for motor_id in self.ids:
             number, why = self._ping(motor_id)
+            if number is None:
+                number, why = self._ping(motor_id)
             if number is None:
                 problems.append(f"{self._label(motor_id)}: no answer to ping ({why})")
             elif number != self.spec.model_number:
@@ -389,10 +404,7 @@ class MotorBus(abc.ABC):
                               and s.protocol == self.protocol), "unknown model")
                 problems.append(f"{self._label(motor_id)}: model number {number} ({found}), "
                                 f"configured {self.spec.name} ({self.spec.model_number})")
-        if problems:
-            self._close_port()
-            raise MotorBusError(f"{type(self).__name__} on {self.port_name}: " + "; ".join(problems))
-        self._connected = True
+        return problems
 
     def close(self) -> None:
         """Close the port (torque is left as it is). Safe to call twice."""

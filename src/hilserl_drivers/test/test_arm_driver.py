@@ -133,8 +133,13 @@ def test_safe_stop_hold_keeps_torque_and_the_measured_pose(rig):
     reading = arm.read()
     assert arm.safe_stop("hold") == []
     assert torques(emulator, spec.ids) == [1] * 6
-    goals = np.array([emulator.motor(i).read_register("Goal Position") for i in spec.ids])
-    assert np.allclose(goals, arm.bus.calibration.radians_to_ticks(reading.position), atol=1.0)
+    expected = arm.bus.calibration.radians_to_ticks(reading.position)
+
+    def goals() -> np.ndarray:
+        return np.array([emulator.motor(i).read_register("Goal Position") for i in spec.ids])
+
+    # a sync write has no status packet: wait until the emulator has taken it
+    assert wait_for(lambda: np.allclose(goals(), expected, atol=1.0), 2.0), (goals(), expected)
 
 
 def test_a_calibration_for_another_arm_is_refused():
