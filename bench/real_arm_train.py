@@ -7,9 +7,9 @@ starts ``python -m hilserl_drivers.bus_emulator`` on a pty, writes a dry-run cal
 actor, learner) on its own ROS domain for ``--duration`` seconds, then stops it with SIGINT.
 
 From the driver's last progress line: control ticks, frames published, missed deadlines (a tick
-that overran its period or whose read was stale: no frame), commands executed; from the
-learner's: transitions received, duplicates and gaps. Target (issue 10): missed deadlines
-< 0.1 % of ticks. JSON to ``--out``.
+that overran its period, started more than half a period late, or whose read was stale: then no
+frame), commands executed; from the learner's: transitions received, duplicates and gaps.
+Target (issue 10): missed deadlines < 0.1 % of ticks. JSON to ``--out``.
 
 What it measures and what not: the emulators answer through a pty from a Python thread, so a
 sync read waits for the emulator process to be scheduled; on this 2-core machine, next to two
@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 EMULATOR = {"so101": ("feetech", "sts3215"), "koch": ("dynamixel", "xl330")}
 DRIVER_LINE = re.compile(r"\[arm_driver\].*?(\d+) ticks, (\d+) frames, missed deadlines (\d+) .*?(\d+) overruns, "
-                         r"(\d+) stale reads\), (\d+) commands")
+                         r"(\d+) late, (\d+) stale reads\), (\d+) commands")
 LEARNER_LINE = re.compile(r"\[learner\].*?steps (\d+) .*?dup (\d+) gaps (\d+)")
 
 
@@ -119,18 +119,19 @@ def main(argv: list[str] | None = None) -> int:
         learner = LEARNER_LINE.findall(text)
         if not driver or not learner:
             raise RuntimeError(f"{arm}: no progress lines in {log}")
-        ticks, frames, missed, overruns, stale, commands = (int(v) for v in driver[-1])
+        ticks, frames, missed, overruns, late, stale, commands = (int(v) for v in driver[-1])
         steps, dup, gaps = (int(v) for v in learner[-1])
         results.append({
             "arm": arm, "bus": EMULATOR[arm][0], "model": EMULATOR[arm][1], "exit_code": code,
-            "ticks": ticks, "frames": frames, "missed_deadlines": missed, "overruns": overruns, "stale_reads": stale,
+            "ticks": ticks, "frames": frames, "missed_deadlines": missed, "overruns": overruns, "late_ticks": late,
+            "stale_reads": stale,
             "missed_percent": round(100.0 * missed / max(ticks, 1), 3), "commands": commands,
             "learner_transitions": steps, "duplicates": dup, "gaps": gaps,
             "torque_off_at_exit": "stopped: torque off on every motor, port closed" in text,
             "target_met": missed / max(ticks, 1) < 0.001,
         })
         print(f"{arm}: {ticks} ticks, {frames} frames, {missed} missed ({results[-1]['missed_percent']} %: "
-              f"{overruns} overruns, {stale} stale), {commands} commands; learner {steps} transitions, dup {dup} "
+              f"{overruns} overruns, {late} late, {stale} stale), {commands} commands; learner {steps} transitions, dup {dup} "
               f"gaps {gaps}; exit {code}")
     report = {"bench": "real_arm_train", "duration_s": duration, "packet_timeout_s": args.packet_timeout,
               "control_rate_hz": 10.0, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),

@@ -133,8 +133,9 @@ class ArmDriverNode(LifecycleNode):
         self._reward: Reward | None = None
         self._reward_time = 0.0
         self.episode_id = 0
-        self.counters = {"ticks": 0, "frames": 0, "overruns": 0, "stale": 0, "commands": 0, "held": 0,
-                         "rejected": 0}
+        self.counters = {"ticks": 0, "frames": 0, "overruns": 0, "late": 0, "stale": 0, "commands": 0,
+                         "held": 0, "rejected": 0}
+        self._last_tick: float | None = None
         self._reported = time.monotonic()
         self._joint_pub = self.create_publisher(JointState, Topics.JOINT_STATES, FRAMES)
         self._ee_pub = self.create_publisher(PoseStamped, Topics.EE_POSE, FRAMES)
@@ -183,6 +184,7 @@ class ArmDriverNode(LifecycleNode):
             self.get_logger().error(f"activate: {exc}; stopping")
             self._stop()
             return TransitionCallbackReturn.FAILURE
+        self._last_tick = None
         self._timer = self.create_timer(self.period, self._on_tick)
         self.get_logger().info(f"active: torque on, {self.p['control_rate_hz']} Hz; commands wait for a reset "
                                "(homing)")
@@ -274,6 +276,9 @@ class ArmDriverNode(LifecycleNode):
         A bus failure stops every motor (R4) and ends the process, naming the motor."""
         start = time.monotonic()
         self.counters["ticks"] += 1
+        if self._last_tick is not None and start - self._last_tick > 1.5 * self.period:
+            self.counters["late"] += 1  # the executor started this tick half a period late
+        self._last_tick = start
         try:
             reading = self.arm.read(deadline_s=0.5 * self.period)
             result = act()
@@ -341,10 +346,11 @@ class ArmDriverNode(LifecycleNode):
             return
         self._reported = now
         c = self.counters
-        missed = c["overruns"] + c["stale"]
+        missed = c["overruns"] + c["late"] + c["stale"]
         self.get_logger().info(
             f"{c['ticks']} ticks, {c['frames']} frames, missed deadlines {missed} "
-            f"({100.0 * missed / max(c['ticks'], 1):.2f} %: {c['overruns']} overruns, {c['stale']} stale reads), "
+            f"({100.0 * missed / max(c['ticks'], 1):.2f} %: {c['overruns']} overruns, {c['late']} late, "
+            f"{c['stale']} stale reads), "
             f"{c['commands']} commands, {c['held']} holds, {c['rejected']} rejected")
 
     def destroy_node(self) -> None:

@@ -54,6 +54,7 @@ import abc
 import dataclasses
 import math
 import os
+import select
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -523,6 +524,15 @@ def _timed_port_class(base: type) -> type:
 
         def setPacketTimeout(self, packet_length: int) -> None:  # noqa: N802 (SDK name)
             self.setPacketTimeoutMillis(self.tx_time_per_byte * packet_length + self.timeout_ms)
+
+        def readPort(self, length: int):  # noqa: N802 (SDK name)
+            # The SDKs poll (timeout=0 reads in a loop) until the status packet is in or its
+            # time is up: sleep in select() until a byte arrives instead of spinning a core.
+            if self.ser.in_waiting == 0:
+                remaining_ms = self.packet_timeout - self.getTimeSinceStart()
+                if remaining_ms > 0:
+                    select.select([self.ser.fileno()], [], [], remaining_ms / 1000.0)
+            return super().readPort(length)
 
     TimedPortHandler.__name__ = TimedPortHandler.__qualname__ = f"Timed{base.__name__}"
     return TimedPortHandler
