@@ -33,6 +33,7 @@ then ends at its time limit; source HUMAN: nobody said success).
 
 from __future__ import annotations
 
+import collections
 import importlib.util
 import sys
 import time
@@ -85,6 +86,8 @@ PARAMETERS = {
                              integer_range=[IntegerRange(from_value=1, to_value=10)])),
     "max_missed_reads": (3, _fixed("consecutive ticks a motor may miss before the driver stops and names it",
                                    integer_range=[IntegerRange(from_value=1, to_value=100)])),
+    "max_stale_in_10": (5, _fixed("stale reads among the last 10 ticks at which the driver stops (a bus that answers "
+                                  "only now and then)", integer_range=[IntegerRange(from_value=1, to_value=10)])),
     "on_stop": ("torque_off", _fixed(f"on deactivate, error or signal: {' | '.join(STOP_MODES)}")),
     "autostart": (True, _fixed("configure and activate at start (false: wait for lifecycle transitions)")),
     "ik_backend": ("mink", _fixed(f"end-effector IK: {' | '.join(IK_BACKENDS)} (moveit needs moveit_py)")),
@@ -136,6 +139,7 @@ class ArmDriverNode(LifecycleNode):
         self.counters = {"ticks": 0, "frames": 0, "overruns": 0, "late": 0, "stale": 0, "commands": 0,
                          "held": 0, "rejected": 0}
         self._last_tick: float | None = None
+        self._recent_stale: collections.deque[bool] = collections.deque(maxlen=10)
         self._reported = time.monotonic()
         self._joint_pub = self.create_publisher(JointState, Topics.JOINT_STATES, FRAMES)
         self._ee_pub = self.create_publisher(PoseStamped, Topics.EE_POSE, FRAMES)
@@ -286,9 +290,16 @@ class ArmDriverNode(LifecycleNode):
             self.get_logger().error(f"servo bus failed: {exc}")
             self._stop()
             raise SystemExit(3) from None
+        self._recent_stale.append(reading.stale)
         if reading.stale:
             self.counters["stale"] += 1
             self.get_logger().warning(f"stale read: {reading.reasons}; no frame this tick", throttle_duration_sec=1.0)
+            if sum(self._recent_stale) >= self.p["max_stale_in_10"]:
+                self.get_logger().error(
+                    f"servo bus failed: {sum(self._recent_stale)} of the last {len(self._recent_stale)} reads were stale "
+                    f"(now: {', '.join(f'motor {i}: {why}' for i, why in reading.reasons.items())})")
+                self._stop()
+                raise SystemExit(3)
         else:
             self._publish(reading)
         if time.monotonic() - start > self.period:

@@ -525,6 +525,13 @@ def _timed_port_class(base: type) -> type:
         def setPacketTimeout(self, packet_length: int) -> None:  # noqa: N802 (SDK name)
             self.setPacketTimeoutMillis(self.tx_time_per_byte * packet_length + self.timeout_ms)
 
+        def clearPort(self) -> None:  # noqa: N802 (SDK name)
+            # Called before every instruction packet. scservo_sdk's only flushes output: a status
+            # packet that came in after its transaction timed out would be read as the answer to
+            # the next one (same ID, older values). Drop what is waiting, as dynamixel_sdk does.
+            self.ser.reset_input_buffer()
+            self.ser.flush()
+
         def readPort(self, length: int):  # noqa: N802 (SDK name)
             # The SDKs poll (timeout=0 reads in a loop) until the status packet is in or its
             # time is up: sleep in select() until a byte arrives instead of spinning a core.

@@ -112,7 +112,13 @@ class RealArm:
 
     # ------------------------------------------------------------------ read
     def read(self, deadline_s: float | None = None) -> ArmReading:
+        """One read; a motor whose status flags a hardware error (overload, overheating, input
+        voltage: the servo's own protection) raises ``MotorBusError`` naming it: the arm stops."""
         state = self.bus.read_state(deadline_s)
+        if state.error_ids:
+            raise MotorBusError("hardware error reported by " + ", ".join(
+                f"motor {i} (joint {state.names[state.ids.index(i)]!r})" for i in state.error_ids)
+                + " (overload, overheating or input voltage): check the arm, then power-cycle the motor")
         q = state.position
         if np.all(np.isfinite(q[:self._n])):
             position, rotation = self.ik.forward(q[:self._n])

@@ -324,3 +324,42 @@ def test_lifecycle_transitions_enable_and_disable_torque(ros, tmp_path):
             assert proc.wait(timeout=10.0) == 0, out.tail()
             stop(proc)
         assert torques(emulator, spec.ids) == [0] * 6
+
+
+@pytest.mark.parametrize("fault, named", [
+    ("hardware_error", r"hardware error reported by motor 2 \(joint 'shoulder_lift'\)"),
+    ("corrupt_checksum", r"motor 2 \(joint 'shoulder_lift'\) missed 3 consecutive reads \(.*corrupt"),
+    ("no_reply", r"motor 2 \(joint 'shoulder_lift'\) missed 3 consecutive reads \(no status packet"),
+])
+def test_every_injected_fault_stops_the_arm_naming_the_motor(ros_domain_id, tmp_path, fault, named):
+    spec, emulator_cls = EMULATORS["koch"]
+    with emulator_cls(spec.ids, spec.model, speed=SPEED) as emulator:
+        proc, out = start_driver(ros_domain_id, emulator, tmp_path, "koch")
+        try:
+            assert wait_for(lambda: out.find("active: torque on"), 30.0), out.tail()
+            emulator.set_fault(fault, ids=2)
+            assert proc.wait(timeout=10.0) == 3, out.tail()
+            assert out.find(r"servo bus failed: .*" + named), out.tail()
+            # motor 2 executes the torque-off write in every one of these faults
+            assert torques(emulator, spec.ids) == [0] * 6
+        finally:
+            stop(proc)
+
+
+def test_a_slow_bus_within_the_tick_keeps_running_and_a_slower_one_stops(ros_domain_id, tmp_path):
+    spec, emulator_cls = EMULATORS["so101"]
+    with emulator_cls(spec.ids, spec.model, speed=SPEED) as emulator:
+        proc, out = start_driver(ros_domain_id, emulator, tmp_path, "so101", "-p", "packet_timeout_s:=0.03")
+        try:
+            assert wait_for(lambda: out.find("active: torque on"), 30.0), out.tail()
+            emulator.reply_delay_s = 0.005  # 5 ms per status packet: within the tick
+            before = len(out.find(r"\[arm_driver\].* ticks"))
+            assert wait_for(lambda: len(out.find(r"ticks, \d+ frames")) >= before + 2, 10.0), out.tail()
+            assert proc.poll() is None
+            # beyond the packet timeout: reads go stale; late answers may still come in between
+            emulator.reply_delay_s = 0.2
+            assert proc.wait(timeout=10.0) == 3, out.tail()
+            assert out.find(r"servo bus failed: .*(missed 3 consecutive reads|\d of the last 10 reads were stale)"), \
+                out.tail()
+        finally:
+            stop(proc)
