@@ -17,13 +17,15 @@ Lifecycle (``ros2 lifecycle set /arm_driver configure`` etc., or ``autostart: tr
 
 Every tick (``control_rate_hz``): one sync read; then the newest command not older than
 ``command_timeout`` is executed once (end-effector deltas -> ``ee_control`` -> IK -> one sync
-write), or, while resetting, one homing step; otherwise the goals stay (hold). A tick whose
-read is stale publishes no frame. A tick that overruns its period or publishes no frame is a
+write); otherwise the goals stay (hold). A reset homes the arm with ticks of its own, run in
+the service callback, and answers at the home pose. A tick whose read is stale publishes no
+frame. A tick that overruns its period, starts half a period late or publishes no frame is a
 missed deadline; the progress line every ``report_period_s`` counts them.
 
 R4 (docs/drivers.md): on an exception, SIGINT or SIGTERM every motor is torqued off (or held)
-and the port closed, a failing motor not stopping the others; a motor that stops answering
-ends the node with an error naming it, after the same stop.
+and the port closed, a failing motor not stopping the others; a motor that stops answering or
+reports a hardware error, or a bus whose reads keep going stale, ends the node (exit 3) with an
+error naming it, after the same stop.
 
 Reward: a real arm has no ground truth. ``reward_source: topic`` relays the newest
 ``Reward`` on ``reward_topic`` (the reward classifier, remapped, or a person) with the frame's
