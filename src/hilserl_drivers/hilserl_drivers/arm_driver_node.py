@@ -46,17 +46,14 @@ from hilserl_msgs.msg import Action, Observation, Reward, Topics
 from hilserl_msgs.srv import ResetEpisode
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import JointState
 
 from hilserl_drivers.arms import ARMS, arm_spec
+from hilserl_drivers.driver_msgs import COMMANDS, FRAMES, SERVICE_QOS, joint_state_message, pose_message
 from hilserl_drivers.motor_bus import ArmCalibration, CalibrationError, MotorBusError, make_bus
 from hilserl_drivers.node_main import declare_parameters, run_node, stop_requested
 from hilserl_drivers.real_arm import STOP_MODES, TORQUE_TRIES, RealArm
 
-RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-FRAMES = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)  # as the sim bridge's frame topics
-SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
 
 
 class DriverStartError(RuntimeError):
@@ -146,7 +143,7 @@ class ArmDriverNode(LifecycleNode):
         self._joint_pub = self.create_publisher(JointState, Topics.JOINT_STATES, FRAMES)
         self._ee_pub = self.create_publisher(PoseStamped, Topics.EE_POSE, FRAMES)
         self._reward_pub = self.create_publisher(Reward, Topics.REWARD, FRAMES)
-        self.create_subscription(Action, Topics.COMMAND, self._on_command, RELIABLE)
+        self.create_subscription(Action, Topics.COMMAND, self._on_command, COMMANDS)
         if self.p["reward_source"] == "topic":
             self.create_subscription(Reward, self.p["reward_topic"], self._on_reward, FRAMES)
         self.create_service(ResetEpisode, Topics.RESET_EPISODE, self._on_reset, qos_profile=SERVICE_QOS)
@@ -328,20 +325,9 @@ class ArmDriverNode(LifecycleNode):
     # ---------------------------------------------------------------- outputs
     def _publish(self, reading) -> None:
         stamp = self.get_clock().now().to_msg()
-        joints = JointState()
-        joints.header.stamp = stamp
-        joints.name = list(reading.names)
-        joints.position = reading.position.tolist()
-        joints.velocity = reading.velocity.tolist()
-        joints.effort = reading.effort.tolist()
-        self._joint_pub.publish(joints)
-        pose = PoseStamped()
-        pose.header.stamp = stamp
-        pose.header.frame_id = self.p["frame_id"]
-        pose.pose.position.x, pose.pose.position.y, pose.pose.position.z = (float(v) for v in reading.ee_position)
-        q = pose.pose.orientation
-        q.w, q.x, q.y, q.z = (float(v) for v in reading.ee_quaternion)
-        self._ee_pub.publish(pose)
+        self._joint_pub.publish(joint_state_message(reading.names, reading.position, reading.velocity,
+                                                    reading.effort, stamp))
+        self._ee_pub.publish(pose_message(reading.ee_position, reading.ee_quaternion, stamp, self.p["frame_id"]))
         reward = Reward()
         fresh = self._reward is not None and time.monotonic() - self._reward_time <= self.p["reward_timeout_s"]
         if fresh:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import array
 
 import numpy as np
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Image
+
+from hilserl_drivers.driver_msgs import FRAMES
 
 CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
 IMAGE_QOS = ("sensor_data", "reliable")
@@ -27,7 +29,7 @@ def image_qos(kind: str) -> QoSProfile:
     if kind == "sensor_data":
         return qos_profile_sensor_data
     if kind == "reliable":
-        return QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        return FRAMES
     raise ValueError(f"image_qos must be one of {IMAGE_QOS}, got {kind!r}")
 
 

@@ -363,3 +363,25 @@ def test_a_slow_bus_within_the_tick_keeps_running_and_a_slower_one_stops(ros_dom
                 out.tail()
         finally:
             stop(proc)
+
+
+@pytest.mark.parametrize("arm", sorted(EMULATORS))
+def test_the_arm_config_files_agree_with_the_driver(arm):
+    """config/arm_<arm>.yaml gives the safety limiter the driver's own box and steps, and the actor
+    and learner the driver's gripper positions: a mismatch would clamp twice differently."""
+    import yaml
+
+    spec = EMULATORS[arm][0]
+    config = yaml.safe_load((Path(__file__).resolve().parents[3] / "config" / f"arm_{arm}.yaml").read_text())
+    limiter = config["safety_limiter"]["ros__parameters"]
+    limits = spec.limits
+    assert limiter["bounds_low"] == list(limits.position_low)
+    assert limiter["bounds_high"] == list(limits.position_high)
+    assert limiter["rpy_low"] == list(limits.rpy_low) and limiter["rpy_high"] == list(limits.rpy_high)
+    assert limiter["max_step_translation"] == limits.max_step_translation
+    assert limiter["max_step_rotation"] == limits.max_step_rotation
+    for node in ("actor", "learner"):
+        params = config[node]["ros__parameters"]
+        assert params["gripper_closed_position"] == spec.gripper_closed
+        assert params["gripper_open_position"] == spec.gripper_open
+    assert config["arm_driver"]["ros__parameters"]["arm"] == arm

