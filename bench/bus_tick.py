@@ -21,7 +21,7 @@ What this measures, and what it does not:
   answering), with no byte time on a wire in it.
 - The byte-time floor is what a real 1 Mbaud bus adds on top: every byte of the sync
   read, the 6 status packets and the sync write, 10 bits per byte (start, 8 data, stop)
-  at 1,000,000 baud. Byte counts come from the register sizes in ``bus_emulator.DATA``
+  at 1,000,000 baud. Byte counts come from the register sizes in ``servo_tables.DATA``
   and the protocols' framing (shown per packet in the JSON) and are checked against the
   bytes the emulator actually saw on the pty (``bytes_seen_per_tick``; a Dynamixel status
   packet gains a stuffing byte now and then, when a negative velocity or effort (FF bytes)
@@ -65,7 +65,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hilserl_drivers.bus_emulator import EMULATORS, ModelSpec, model_spec
+from hilserl_drivers.bus_emulator import EMULATORS
+from hilserl_drivers.servo_tables import ModelSpec, model_spec
 from hilserl_drivers.motor_bus import ArmCalibration, JointCalibration, make_bus
 
 ROOT = Path(__file__).resolve().parents[1]

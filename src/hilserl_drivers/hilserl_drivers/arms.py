@@ -34,7 +34,7 @@ class RealArmSpec:
     bus: str
     """``"dynamixel"`` or ``"feetech"`` (``motor_bus.BUSES``)."""
     model: str
-    """Servo model of every motor (a ``bus_emulator.DATA`` name or alias)."""
+    """Servo model of every motor (a ``servo_tables.DATA`` name or alias)."""
     ids: tuple[int, ...]
     joints: tuple[str, ...]
     """Names in bus order: the arm joints, then the gripper (last)."""

@@ -49,7 +49,7 @@ from typing import TextIO
 
 import numpy as np
 
-from hilserl_drivers.bus_emulator import model_spec
+from hilserl_drivers.servo_tables import model_spec
 from hilserl_drivers.arms import ARMS, JOINTS
 from hilserl_drivers.motor_bus import (
     BUSES,

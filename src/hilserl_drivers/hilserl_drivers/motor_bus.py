@@ -30,7 +30,7 @@ What the bus guarantees:
 - ``close()`` closes the port; safe to call twice; it does not change torque.
 
 Register addresses, sizes and sign conventions (two's complement for Dynamixel,
-sign-magnitude for STS) come from ``bus_emulator.DATA`` (``ModelSpec``); the unit scales
+sign-magnitude for STS) come from ``servo_tables.DATA`` (``ModelSpec``); the unit scales
 the specs do not carry (ticks per revolution, effort scale) are in ``UNITS``, keyed by
 the same model names.
 
@@ -61,7 +61,7 @@ from typing import Any
 
 import numpy as np
 
-from hilserl_drivers.bus_emulator import DATA, ModelSpec, decode_value, encode_value, model_spec
+from hilserl_drivers.servo_tables import DATA, ModelSpec, decode_value, encode_value, model_spec
 
 
 class MotorBusError(RuntimeError):
@@ -93,7 +93,7 @@ UNITS: dict[str, ModelUnits] = {
     # STS3215 Present Load: 0.1 % per LSB (Feetech SMS/STS memory table).
     "sts3215": ModelUnits(ticks_per_rev=4096, effort_scale=0.001, effort_unit="load"),
 }
-"""Unit scales per model, keyed like ``bus_emulator.DATA``."""
+"""Unit scales per model, keyed like ``servo_tables.DATA``."""
 
 _POSITION, _GOAL, _TORQUE = "Present Position", "Goal Position", "Torque Enable"
 
@@ -144,7 +144,7 @@ class ArmCalibration:
     """The servo model of an arm and the calibration of each of its joints (in bus order)."""
 
     model: str
-    """A ``bus_emulator.DATA`` name (an alias such as ``"sts"`` is stored as the full name)."""
+    """A ``servo_tables.DATA`` name (an alias such as ``"sts"`` is stored as the full name)."""
     joints: tuple[JointCalibration, ...]
 
     def __post_init__(self) -> None:
