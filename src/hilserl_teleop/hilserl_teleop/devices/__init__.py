@@ -1,0 +1,1 @@
+"""Human input devices, without ROS: one reader per device (``base.DeviceReader``)."""
