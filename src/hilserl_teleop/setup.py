@@ -20,6 +20,7 @@ setup(
         "console_scripts": [
             "intervention_mux = hilserl_teleop.intervention_mux_node:main",
             "demo_recorder = hilserl_teleop.demo_recorder_node:main",
+            "human_input = hilserl_teleop.human_input_node:main",
         ],
     },
 )
