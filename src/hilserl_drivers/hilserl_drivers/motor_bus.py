@@ -497,6 +497,22 @@ class MotorBus(abc.ABC):
                                 f"to motors {list(self.ids)} failed: {why}")
         return ticks
 
+    def write_register(self, name: str, value: int) -> None:
+        """ONE sync write of ``value`` (raw register units) to register ``name`` of every motor
+        (e.g. ``"Position P Gain"``); ``MotorBusError`` if it could not be sent, ``ValueError``
+        naming a register the model does not have or a read-only one."""
+        self._require_connected()
+        if name not in self.spec.registers:
+            raise ValueError(f"{self.spec.name} has no register {name!r}")
+        if name in self.spec.read_only:
+            raise ValueError(f"register {name!r} of {self.spec.name} is read-only")
+        address, size = self.spec.address(name)
+        data = {i: encode_value(self.spec, name, int(value)) for i in self.ids}
+        why = self._sync_write(address, size, data)
+        if why:
+            raise MotorBusError(f"{type(self).__name__} on {self.port_name}: sync write of {name} to motors "
+                                f"{list(self.ids)} failed: {why}")
+
     def set_torque(self, enabled: bool, tries: int = 1) -> None:
         """Torque Enable on every motor, each write tried up to ``tries`` times (a write with a
         status packet is repeated safely); tries all motors, then raises naming those that failed."""

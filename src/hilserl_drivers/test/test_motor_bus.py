@@ -284,3 +284,22 @@ def test_bad_calibration_file_refused_naming_the_joint(tmp_path, edit, message):
     with pytest.raises(CalibrationError, match=message) as info:
         ArmCalibration.load(path)
     assert str(path) in str(info.value)
+
+
+def test_write_register_reaches_every_motor_and_refuses_what_it_cannot_write():
+    emulator = DynamixelEmulator(IDS, "xl330-m288", speed=SPEED).start()
+    bus = DynamixelBus(emulator.port, calibration("xl330-m288"), packet_timeout_s=TIMEOUT_S)
+    try:
+        bus.connect()
+        bus.write_register("Position P Gain", 400)
+        deadline = time.monotonic() + 0.5  # a sync write has no status packet
+        while time.monotonic() < deadline and [emulator.motor(i).read_register("Position P Gain") for i in IDS] != [400] * 6:
+            time.sleep(0.005)
+        assert [emulator.motor(i).read_register("Position P Gain") for i in IDS] == [400] * 6
+        with pytest.raises(ValueError, match="read-only"):
+            bus.write_register("Present Position", 1)
+        with pytest.raises(ValueError, match="no register 'Warp Drive'"):
+            bus.write_register("Warp Drive", 1)
+    finally:
+        bus.close()
+        emulator.close()
