@@ -14,7 +14,13 @@ the physical device is replaced:
 - spacemouse: HID input reports through pyspacemouse's own decoding, from a stand-in for easyhid's
   device whose ``read(size, timeout)`` wakes when a report is queued (as hidapi's poll does);
 - gamepad: evdev ``InputEvent`` objects from a stand-in for ``evdev.InputDevice`` whose fd (a
-  pipe) wakes the reader's ``select``;
+  pipe) wakes the reader's ``select``.
+
+Not here: the leader arm. Its reader reads the bus once per ``leader_arm.read_period_s`` (0.1 s by
+default, the control rate: the follower cannot use input faster), so a hand's motion waits up to
+one read period, and a take-over needs ``takeover_ticks`` reads by design (a tracking lag must not
+look like a hand); its take-over is measured as the follower's step at the switch instead
+(``test_leader_arm.py``).
 
 Each event flips the commanded x delta (+ / -), so the first message carrying the new sign is the
 one that reflects it. Measured from the moment the event is written (``time.monotonic()``):
