@@ -31,6 +31,9 @@ NODES = {
     # cameras (a source that is not there: the node keeps retrying, idle)
     "camera": ("hilserl_drivers.camera_node", ["-p", "front.source:=/nonexistent/front.avi"], "cameras ['front']"),
     "camera_preprocess": ("hilserl_drivers.camera_preprocess_node", [], "preprocessing front"),
+    # a person's input device that is not there: the node retries (hot-plug), idle
+    "human_input": ("hilserl_teleop.human_input_node", ["-p", "device:=gamepad", "-p",
+                                                        "gamepad.device:=/nonexistent/event9"], "not available"),
 }
 
 
