@@ -211,3 +211,17 @@ def classifier_test_config(**kw):
     encoder = EncoderConfig(small_cnn_channels=(16, 16), image_latent_dim=32, random_shift_pad=2)
     return ClassifierConfig(camera_names=("front", "wrist"), image_size=CLASSIFIER_IMAGE_SIZE,
                             encoder=encoder, hidden_dim=32, **kw)
+
+
+def home_real_arm(arm, ticks: int = 200) -> int:
+    """Torque a ``hilserl_drivers.real_arm.RealArm`` on where it stands and home it, a tick every
+    10 ms (emulated servos); returns the ticks it took."""
+    arm.read()
+    arm.hold_here()
+    arm.bus.set_torque(True)
+    for tick in range(ticks):
+        time.sleep(0.01)
+        arm.read()
+        if arm.home_step():
+            return tick
+    raise AssertionError(f"not homed after {ticks} ticks: {arm.last.position.round(3).tolist()}")

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "test"))
-from hilserl_testing import Output, isolated_environment, wait_for  # noqa: E402
+from hilserl_testing import Output, home_real_arm, isolated_environment, wait_for  # noqa: E402
 
 from hilserl_drivers.arms import KOCH, SO101, dry_run_calibration  # noqa: E402
 from hilserl_drivers.bus_emulator import DynamixelEmulator, FeetechEmulator  # noqa: E402
@@ -49,24 +49,12 @@ def rig(request):
     emulator.close()
 
 
-def home(arm: RealArm, ticks: int = 200) -> int:
-    arm.read()
-    arm.hold_here()
-    arm.bus.set_torque(True)
-    for tick in range(ticks):
-        time.sleep(0.01)
-        arm.read()
-        if arm.home_step():
-            return tick
-    raise AssertionError(f"not homed after {ticks} ticks: {arm.last.position.round(3).tolist()}")
-
-
 def test_homing_reaches_the_home_pose_and_forward_kinematics_agrees(rig):
     spec, emulator, arm = rig
     first = arm.read()
     assert np.allclose(first.position, 0.0, atol=1e-9)  # the emulator starts every motor at 2048
     assert torques(emulator, spec.ids) == [0] * 6
-    home(arm)
+    home_real_arm(arm)
     reading = arm.read()
     assert np.all(np.abs(reading.position - arm.home) <= arm.home_tolerance)
     assert np.linalg.norm(reading.ee_position - arm.home_ee) < 0.01  # FK of the measured joints
@@ -86,7 +74,7 @@ def test_commands_before_homing_are_held(rig):
 
 def test_end_effector_commands_move_within_the_step_and_the_box(rig):
     spec, emulator, arm = rig
-    home(arm)
+    home_real_arm(arm)
     limits = spec.limits
     previous = arm.target.position.copy()
     for k in range(40):  # push toward +x, +y, -z beyond the box, then back
@@ -109,7 +97,7 @@ def test_end_effector_commands_move_within_the_step_and_the_box(rig):
 
 def test_a_malformed_command_is_rejected_and_held(rig):
     spec, emulator, arm = rig
-    home(arm)
+    home_real_arm(arm)
     goals = arm.goal.copy()
     assert arm.step([float("nan"), 0, 0, 0, 0, 0], 0) is True
     assert arm.step([0, 0, 0], 0) is True
@@ -119,7 +107,7 @@ def test_a_malformed_command_is_rejected_and_held(rig):
 
 def test_safe_stop_reaches_every_other_motor_when_one_is_gone(rig):
     spec, emulator, arm = rig
-    home(arm)
+    home_real_arm(arm)
     emulator.set_fault("disappear", ids=3)
     problems = arm.safe_stop("torque_off")
     assert len(problems) == 1 and "motor 3" in problems[0] and "elbow_flex" in problems[0]
@@ -129,7 +117,7 @@ def test_safe_stop_reaches_every_other_motor_when_one_is_gone(rig):
 
 def test_safe_stop_hold_keeps_torque_and_the_measured_pose(rig):
     spec, emulator, arm = rig
-    home(arm)
+    home_real_arm(arm)
     reading = arm.read()
     assert arm.safe_stop("hold") == []
     assert torques(emulator, spec.ids) == [1] * 6

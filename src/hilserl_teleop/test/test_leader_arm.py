@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from hilserl_drivers.arms import KOCH, SO101, dry_run_calibration
+from hilserl_testing import home_real_arm
 from hilserl_drivers.bus_emulator import DynamixelEmulator, FeetechEmulator
 from hilserl_drivers.motor_bus import ArmCalibration, CalibrationError, make_bus
 from hilserl_drivers.real_arm import RealArm
@@ -100,18 +101,6 @@ def make_leader(spec, emulator, **overrides) -> LeaderArmReader:
 
 def torques(emulator, ids) -> list[int]:
     return [emulator.motor(i).read_register(TORQUE) for i in ids]
-
-
-def home(arm: RealArm, ticks: int = 200) -> None:
-    arm.read()
-    arm.hold_here()
-    arm.bus.set_torque(True)
-    for _ in range(ticks):
-        time.sleep(0.01)
-        arm.read()
-        if arm.home_step():
-            return
-    raise AssertionError(f"not homed: {arm.last.position.round(3).tolist()}")
 
 
 class Hand:
@@ -238,7 +227,7 @@ def rig(request):
 # ------------------------------------------------------------------ the take-over
 def test_take_over_and_release_never_jump(rig):
     spec, follower, reader, leader_emulator, graphs = rig
-    home(follower)
+    home_real_arm(follower)
     reader.open()
     assert torques(leader_emulator, spec.ids) == [1] * 6
     graph = Graph(spec, follower, reader, leader_emulator)
