@@ -164,7 +164,8 @@ class ArmDriverNode(LifecycleNode):
             if not p["port"]:
                 raise ValueError("parameter port is empty: give the servo bus's serial port, e.g. /dev/ttyACM0")
             if not p["calibration"]:
-                raise ValueError("parameter calibration is empty: run the calibration first (python -m hilserl_drivers.calibrate, or ros2 run hilserl_drivers calibrate_arm) and give its YAML")
+                raise ValueError("parameter calibration is empty: calibrate the arm first (python -m "
+                                 "hilserl_drivers.calibrate, or ros2 run hilserl_drivers calibrate_arm) and give its YAML")
             calibration = ArmCalibration.load(p["calibration"])
             bus = make_bus(p["port"], calibration, baud_rate=p["baud_rate"], packet_timeout_s=p["packet_timeout_s"],
                            read_tries=p["read_tries"], max_missed_reads=p["max_missed_reads"])
