@@ -33,7 +33,7 @@ ACTION_DIM = 6
 INPUT_SOURCES = ("any", "simulated", "spacemouse", "keyboard", "gamepad", "leader_arm")
 """Accepted human inputs. 'any': every human action; 'simulated': the simulated human only
 (source SCRIPTED); a device name: actions of source HUMAN whose device (the message's
-header.frame_id) is that name. No device node exists yet; see docs/parameters.md."""
+header.frame_id) is that name (the human_input node; docs/teleop.md)."""
 
 
 class Command(NamedTuple):
