@@ -42,8 +42,10 @@ def stop_requested() -> bool:
 
 def run_node(make_node: Callable[[], Node], args=None, wake_s: float = 0.1, drain_s: float = 0.0) -> None:
     """Init rclpy, build the node, spin until SIGINT/SIGTERM, then destroy it and shut down.
-    ``drain_s``: after the signal, go on taking what already arrived for this long (a recorder:
-    the last messages its peers sent before they exited are delivered but not yet taken)."""
+    ``drain_s``: after the signal, go on spinning for at most this long: a recorder takes the
+    last messages its peers sent before they exited; a node with ``on_stop_requested()`` is told
+    first (an actor stops acting) and one with ``drained()`` ends the drain as soon as it says
+    so (an actor whose every transition the learner has acknowledged)."""
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     _stop["requested"] = False
     signal.signal(signal.SIGINT, _interrupt)
@@ -56,7 +58,9 @@ def run_node(make_node: Callable[[], Node], args=None, wake_s: float = 0.1, drai
         while rclpy.ok() and not _stop["requested"]:
             executor.spin_once(timeout_sec=wake_s)
         if _stop["requested"] and drain_s > 0:
-            _drain(executor, drain_s)
+            if hasattr(node, "on_stop_requested"):
+                node.on_stop_requested()
+            _drain(executor, drain_s, getattr(node, "drained", None))
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
@@ -73,10 +77,10 @@ def declare_parameters(node: Node, table: dict[str, tuple[Any, Any]]) -> dict[st
     return {name: node.get_parameter(name).value for name in table}
 
 
-def _drain(executor: SingleThreadedExecutor, seconds: float) -> None:
+def _drain(executor: SingleThreadedExecutor, seconds: float, done: Callable[[], bool] | None = None) -> None:
     deadline = time.monotonic() + seconds
     try:
-        while rclpy.ok() and time.monotonic() < deadline:
+        while rclpy.ok() and time.monotonic() < deadline and not (done is not None and done()):
             executor.spin_once(timeout_sec=0.02)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass  # a second signal: stop now

@@ -17,7 +17,9 @@ One step, frame-driven (the same in lock-step and realtime driver modes):
 
 Nothing is dropped: every transition stays in a bounded resend queue until the learner
 acknowledges it as durable; when the acknowledgements stall (learner restarting) the
-queue is resent in order; when it is full the actor pauses and says so. New
+queue is resent in order; when it is full the actor pauses and says so. On SIGINT/SIGTERM
+the actor acts no more and waits (at most ``STOP_DRAIN_S``) until the learner has
+acknowledged every transition sent, then exits. New
 ``PolicyParams`` are checked (digest, format, observation spec, increasing version)
 and swapped between steps; without a learner the actor keeps acting on its last good
 weights. ``paced: true`` makes the actor wait, before each step, until the learner has
@@ -95,6 +97,7 @@ def action_fields(msg: Action) -> np.ndarray:
 from hilserl_policy.policy_export import InferencePolicy, PolicyFormatError
 
 EXIT_ACK_S = 2.0  # the last episode status: how long to wait for its acknowledgement before exiting
+STOP_DRAIN_S = 3.0  # SIGINT / SIGTERM: how long to wait for the learner to acknowledge what was sent
 RELIABLE = QoSProfile(depth=100, reliability=QoSReliabilityPolicy.RELIABLE,
                       durability=QoSDurabilityPolicy.VOLATILE)
 STREAM = QoSProfile(history=QoSHistoryPolicy.KEEP_ALL, reliability=QoSReliabilityPolicy.RELIABLE)
@@ -212,6 +215,7 @@ class PolicyActorNode(Node):
         self.policy: InferencePolicy | None = None
         self.evaluating = p["mode"] == "eval"
         self.recording = p["mode"] == "record"
+        self.stopping = False
         self.recorded = {"success": 0, "other": 0}  # mode record: finished episodes by outcome
         self._succeeded_at: int | None = None  # mode record: step of the first success frame
         self.state = "need_reset"
@@ -365,7 +369,7 @@ class PolicyActorNode(Node):
 
     # ----------------------------------------------------------------- acting
     def _try_act(self) -> None:
-        if self.state != "ready" or (self.policy is None and not self.recording):
+        if self.stopping or self.state != "ready" or (self.policy is None and not self.recording):
             return
         if self.recording:
             self._propose(np.zeros(len(ACTION_FIELDS)), None)
@@ -604,6 +608,16 @@ class PolicyActorNode(Node):
             self.get_logger().info(f"weights version {policy.version} received")
         self._try_act()
 
+    def on_stop_requested(self) -> None:
+        """SIGINT / SIGTERM: act no more; ``run_node`` then spins until ``drained`` (bounded)."""
+        self.stopping = True
+        self.get_logger().info(f"stopping: waiting (at most {STOP_DRAIN_S} s) for the learner to acknowledge "
+                               f"{len(self.queue)} transitions")
+
+    def drained(self) -> bool:
+        """Every transition sent is acknowledged (durable at the learner), or no learner listens."""
+        return len(self.queue) == 0 or self._transition_pub.get_subscription_count() == 0
+
     def destroy_node(self) -> None:
         self._loader.shutdown(wait=True, cancel_futures=True)
         super().destroy_node()
@@ -613,6 +627,8 @@ class PolicyActorNode(Node):
         now = time.monotonic()
         for msg in self.queue.due(now):
             self._transition_pub.publish(msg)
+        if self.stopping:  # only resends: no reset, no abort while the process goes
+            return
         if self.state == "need_reset":
             self._request_reset()
         elif self.state == "acting" and now - self._acted_at > self.p["step_timeout_s"]:
@@ -640,7 +656,9 @@ def main(args=None) -> None:
     # run_node's own signal handlers: rclpy's invalidated the context under the spin, which then
     # raised instead of stopping (a SIGTERM exited 1 in a clean-clone run). A SystemExit from
     # the node (done recording or evaluating) passes through with its code.
-    run_node(PolicyActorNode, args)
+    # After the signal: no more actions, and the transitions already sent get their
+    # acknowledgement before the process goes (a clean stop loses nothing the actor counted).
+    run_node(PolicyActorNode, args, drain_s=STOP_DRAIN_S)
 
 
 if __name__ == "__main__":
