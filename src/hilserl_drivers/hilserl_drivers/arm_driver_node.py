@@ -287,25 +287,26 @@ class ArmDriverNode(LifecycleNode):
             reading = self.arm.read(deadline_s=0.5 * self.period)
             result = act()
         except MotorBusError as exc:
-            self.get_logger().error(f"servo bus failed: {exc}")
-            self._stop()
-            raise SystemExit(3) from None
+            self._fail(str(exc))
         self._recent_stale.append(reading.stale)
         if reading.stale:
             self.counters["stale"] += 1
             self.get_logger().warning(f"stale read: {reading.reasons}; no frame this tick", throttle_duration_sec=1.0)
             if sum(self._recent_stale) >= self.p["max_stale_in_10"]:
-                self.get_logger().error(
-                    f"servo bus failed: {sum(self._recent_stale)} of the last {len(self._recent_stale)} reads were stale "
-                    f"(now: {', '.join(f'motor {i}: {why}' for i, why in reading.reasons.items())})")
-                self._stop()
-                raise SystemExit(3)
+                self._fail(f"{sum(self._recent_stale)} of the last {len(self._recent_stale)} reads were stale "
+                           f"(now: {', '.join(f'motor {i}: {why}' for i, why in reading.reasons.items())})")
         else:
             self._publish(reading)
         if time.monotonic() - start > self.period:
             self.counters["overruns"] += 1
         self._report(start)
         return result
+
+    def _fail(self, why: str) -> None:
+        """The bus cannot go on: every motor stopped (R4), then the process ends with code 3."""
+        self.get_logger().error(f"servo bus failed: {why}")
+        self._stop()
+        raise SystemExit(3)
 
     def _command_tick(self) -> None:
         command, self._command = self._command, None  # a delta is executed once

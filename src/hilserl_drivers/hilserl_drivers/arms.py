@@ -22,7 +22,7 @@ import dataclasses
 import importlib.util
 from pathlib import Path
 
-from hilserl_drivers.ee_control import EndEffectorLimits
+from hilserl_drivers.ee_control import ArmIK, EndEffectorLimits, arm_kinematics_model
 
 JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
 """Joint names of both arms, in bus order (motor IDs 1..6)."""
@@ -60,6 +60,18 @@ class RealArmSpec:
     @property
     def gripper_joint(self) -> str:
         return self.joints[-1]
+
+    def kinematics(self, mjcf: str = "", iterations: int = 3) -> ArmIK:
+        """Forward kinematics and IK of the arm joints (``ee_control.ArmIK`` on the arm-only model
+        of ``mjcf_path(mjcf)``, the end-effector site at the tool-centre point)."""
+        model = arm_kinematics_model(str(self.mjcf_path(mjcf)), self.arm_joints, self.ee_site, self.tcp)
+        return ArmIK(model, self.ee_site, self.home_qpos, orientation_cost=self.ik_orientation_cost,
+                     iterations=iterations)
+
+    def gripper_opening(self, gripper_position: float) -> float:
+        """0 at ``gripper_closed``, 1 at ``gripper_open`` (not clipped: beyond either end reads
+        below 0 or above 1)."""
+        return float((gripper_position - self.gripper_closed) / (self.gripper_open - self.gripper_closed))
 
     def mjcf_path(self, override: str = "") -> Path:
         """The kinematic model: ``override`` if given, else the shipped one; a clear error if absent."""

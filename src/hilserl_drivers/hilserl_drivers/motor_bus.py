@@ -295,6 +295,14 @@ class BusState:
     error_ids: tuple[int, ...] = ()
     """Motors whose status packet flagged a hardware error (Dynamixel alert bit, Feetech error bits)."""
 
+    def raise_on_hardware_error(self) -> None:
+        """``MotorBusError`` naming every motor whose status flags a hardware error (overload,
+        overheating, input voltage: the servo's own protection), if any."""
+        if self.error_ids:
+            raise MotorBusError("hardware error reported by " + ", ".join(
+                f"motor {i} (joint {self.names[self.ids.index(i)]!r})" for i in self.error_ids)
+                + " (overload, overheating or input voltage): check the arm, then power-cycle the motor")
+
 
 # ----------------------------------------------------------------------- the bus
 class MotorBus(abc.ABC):

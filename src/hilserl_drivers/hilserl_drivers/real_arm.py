@@ -33,9 +33,7 @@ from hilserl_drivers.arms import RealArmSpec
 from hilserl_drivers.ee_control import (
     GRIPPER_CLOSE,
     GRIPPER_OPEN,
-    ArmIK,
     EndEffectorTarget,
-    arm_kinematics_model,
     limit_joint_step,
     matrix_to_quat,
     sanitize_action,
@@ -95,9 +93,7 @@ class RealArm:
         self.limits = spec.limits
         self.home_joint_step = float(home_joint_step)
         self.home_tolerance = float(home_tolerance)
-        model = arm_kinematics_model(str(spec.mjcf_path(mjcf)), spec.arm_joints, spec.ee_site, spec.tcp)
-        self.ik = ArmIK(model, spec.ee_site, spec.home_qpos, orientation_cost=spec.ik_orientation_cost,
-                        iterations=ik_iterations)
+        self.ik = spec.kinematics(mjcf, iterations=ik_iterations)
         self.home = np.array(list(spec.home_qpos) + [spec.gripper_open])
         self.home_ee, self.nominal_rotation = self.ik.forward(np.asarray(spec.home_qpos))
         if not self.limits.contains(self.home_ee, margin=1e-6):
@@ -115,19 +111,14 @@ class RealArm:
         """One read; a motor whose status flags a hardware error (overload, overheating, input
         voltage: the servo's own protection) raises ``MotorBusError`` naming it: the arm stops."""
         state = self.bus.read_state(deadline_s)
-        if state.error_ids:
-            raise MotorBusError("hardware error reported by " + ", ".join(
-                f"motor {i} (joint {state.names[state.ids.index(i)]!r})" for i in state.error_ids)
-                + " (overload, overheating or input voltage): check the arm, then power-cycle the motor")
+        state.raise_on_hardware_error()
         q = state.position
         if np.all(np.isfinite(q[:self._n])):
             position, rotation = self.ik.forward(q[:self._n])
             quaternion = matrix_to_quat(rotation)
         else:  # a motor never read: no pose to report
             position, quaternion = np.full(3, np.nan), np.full(4, np.nan)
-        span = self.spec.gripper_open - self.spec.gripper_closed
-        opening = float(np.clip((q[-1] - self.spec.gripper_closed) / span, 0.0, 1.0)) if math.isfinite(q[-1]) \
-            else float("nan")
+        opening = float(np.clip(self.spec.gripper_opening(q[-1]), 0.0, 1.0)) if math.isfinite(q[-1]) else float("nan")
         self.last = ArmReading(state.names, q, state.velocity, state.effort, state.effort_unit, position,
                                quaternion, opening, state.stale, state.failed_ids, dict(state.reasons),
                                state.error_ids)

@@ -62,6 +62,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from hilserl_drivers.real_arm import TORQUE_TRIES
 from hilserl_teleop.devices.base import (
     GRIPPER_CLOSE,
     GRIPPER_OPEN,
@@ -192,7 +193,6 @@ class LeaderArmReader(DeviceReader):
 
     def __init__(self, config: LeaderArmConfig, spec, bus, *,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
-        from hilserl_drivers.ee_control import ArmIK, arm_kinematics_model
         from hilserl_drivers.real_arm import check_calibration
 
         check_calibration(spec, bus.calibration, source=config.calibration or "leader calibration")
@@ -200,8 +200,7 @@ class LeaderArmReader(DeviceReader):
         self.spec = spec
         self.bus = bus
         self._clock, self._sleep = clock, sleep
-        model = arm_kinematics_model(str(spec.mjcf_path(config.mjcf)), spec.arm_joints, spec.ee_site, spec.tcp)
-        self._ik = ArmIK(model, spec.ee_site, spec.home_qpos, orientation_cost=spec.ik_orientation_cost)
+        self._ik = spec.kinematics(config.mjcf)
         self._n = len(spec.arm_joints)
         self._gripper = GripperHysteresis(config.gripper_close_below, config.gripper_open_above)
         self.active = False
@@ -230,7 +229,7 @@ class LeaderArmReader(DeviceReader):
                 self._write_p_gain(self.config.position_p_gain)
             state = self._read_state()
             self._write_goals(state.position)  # hold where it is before torque on: no jump
-            self.bus.set_torque(True, tries=2)
+            self.bus.set_torque(True, tries=TORQUE_TRIES)
         except MotorBusError as exc:
             self.bus.close()
             raise DeviceError(f"leader_arm on {self.config.port or self.bus.port_name}: {exc}") from None
@@ -243,7 +242,7 @@ class LeaderArmReader(DeviceReader):
 
         if self.bus.connected:
             try:
-                self.bus.set_torque(False, tries=2)
+                self.bus.set_torque(False, tries=TORQUE_TRIES)
             except (MotorBusError, OSError) as exc:
                 _log.warning("leader_arm: torque off on close: %s", exc)
         self.torque_on = False
@@ -291,7 +290,7 @@ class LeaderArmReader(DeviceReader):
         error = float(np.max(np.abs(q - self.goal))) if self.goal is not None else 0.0
         self._over = self._over + 1 if error > self.config.takeover_error_rad else 0
         if self._over >= self.config.takeover_ticks:
-            self.bus.set_torque(False, tries=2)
+            self.bus.set_torque(False, tries=TORQUE_TRIES)
             self.torque_on, self.active, self._over, self._still = False, True, 0, 0
             self._target, self._short = None, 0
             self._gripper.reset(self._opening(q))
@@ -328,7 +327,7 @@ class LeaderArmReader(DeviceReader):
         self._still = self._still + 1 if moved <= self.config.release_motion_rad else 0
         if self._still >= self.config.release_ticks and distance < self.config.release_distance_m:
             self._write_goals(q)  # the goal first equals the measured position: torque on does not move it
-            self.bus.set_torque(True, tries=2)
+            self.bus.set_torque(True, tries=TORQUE_TRIES)
             self.torque_on, self.active, self._over, self._still = True, False, 0, 0
             return HumanCommand(np.zeros(6), GRIPPER_STAY, active=False, stamp=stamp)
         return HumanCommand(deltas, gripper, active=True, stamp=stamp)
@@ -354,17 +353,11 @@ class LeaderArmReader(DeviceReader):
         return position
 
     def _opening(self, q: np.ndarray) -> float:
-        span = self.spec.gripper_open - self.spec.gripper_closed
-        return float((q[-1] - self.spec.gripper_closed) / span)
+        return self.spec.gripper_opening(q[-1])
 
     def _read_state(self):
-        from hilserl_drivers.motor_bus import MotorBusError
-
         state = self.bus.read_state(self.config.read_period_s)
-        if state.error_ids:
-            raise MotorBusError("hardware error reported by " + ", ".join(
-                f"motor {i} (joint {state.names[state.ids.index(i)]!r})" for i in state.error_ids)
-                + " (overload, overheating or input voltage)")
+        state.raise_on_hardware_error()
         return state
 
     def _write_goals(self, q: np.ndarray) -> None:
